@@ -1,0 +1,158 @@
+"""Checkpoint files: atomic writes, strict loads with errors that say what to do, backbone export.
+
+`last.pt` holds the full train state (method, optimizer, scaler, step, data position, RNG states
+and the resolved recipe); `backbone.safetensors` holds the backbone alone plus, in its metadata,
+the kwargs that rebuild the architecture, so the file by itself loads into the plain timm model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from ssl_platform.models.backbones import from_spec, spec
+
+FORMAT = "ssl_platform.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and what to do."""
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
+
+    Temp file in the same directory (rename is atomic only within a file system), fsync the file,
+    rename over the target, then fsync the directory so the rename itself survives a power cut.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically `torch.save` a train-state dict (tagged with the format version)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a train-state dict written by `save_checkpoint`, on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        # weights_only=False: the state holds RNG states and the recipe; we only load our own files
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({err}); it is not a file this program wrote completely. "
+            "Delete it to start over, or point train.resume at another checkpoint."
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ssl_platform train-state checkpoint (format {FORMAT})")
+    return state
+
+
+def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """`module.load_state_dict(state_dict)` that explains a mismatch instead of a raw key dump.
+
+    Raises:
+        CheckpointError: keys missing or unexpected, or shapes differ; names a few of each.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            parts.append(f"{len(shapes)} with another shape (e.g. {shapes[:2]})")
+        raise CheckpointError(
+            f"{source} does not match this {type(module).__name__}: " + "; ".join(parts)
+            + ". It was written for another model or recipe: use the matching recipe, or another out_dir."
+        )
+    module.load_state_dict(state_dict, strict=True)
+
+
+def export_backbone(backbone: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write the backbone's weights as safetensors, with its architecture spec in the metadata.
+
+    Metadata values must be strings in safetensors; everything is JSON-encoded under fixed keys.
+    """
+    backbone_spec = spec(backbone)
+    meta = {
+        "format": "ssl_platform.backbone/1",
+        "backbone": json.dumps(backbone_spec),
+        "num_features": str(getattr(backbone, "num_features", "")),
+        **{k: json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    write_atomic(path, save(tensors, metadata=meta))
+
+
+def read_backbone_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata `export_backbone` wrote, JSON-decoded."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from err
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def load_backbone(path: str | Path) -> nn.Module:
+    """Rebuild the backbone from a `backbone.safetensors` file alone and load its weights strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone file {path} does not exist")
+    meta = read_backbone_metadata(path)
+    if not meta.get("backbone"):
+        raise CheckpointError(
+            f"{path} has no ssl_platform architecture metadata; build the model yourself and load the "
+            "tensors with safetensors.torch.load_file"
+        )
+    backbone = from_spec(meta["backbone"])
+    load_state_strict(backbone, load_file(str(path)), str(path))
+    return backbone

@@ -1,0 +1,121 @@
+"""Command line: `python -m ssl_platform {pretrain,eval,data}` (console script `sslp`).
+
+    sslp pretrain recipes/simclr/debug.yaml train.max_steps=5 [--dry-run]
+    torchrun --nproc_per_node 2 -m ssl_platform pretrain RECIPE [k=v ...]
+    sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors [out_dir=DIR] [k=v ...]
+    sslp data prepare fashion-mnist|mnist [--root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ssl_platform.config import ConfigError
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from ssl_platform import distributed, pretrain
+
+    cfg = pretrain.load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        print(pretrain.describe(cfg), end="")
+        print(f"# recipe {args.recipe} is valid; it would write to {cfg.train.out_dir}")
+        return 0
+    try:
+        result = pretrain.run(cfg)
+    finally:
+        distributed.destroy()
+    if distributed.is_main():
+        print(f"[ssl_platform] done: step {result['step']}, run directory {result['out_dir']}")
+    return 0
+
+
+def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
+    """A `backbone=` value -> (module, name). See the module docstring for the accepted forms."""
+    import torch
+
+    from ssl_platform.checkpoint.io import load_backbone, read_backbone_metadata
+    from ssl_platform.config import to_plain
+    from ssl_platform.models.backbones import from_spec
+
+    if spec == "random" or spec.startswith("random:"):
+        torch.manual_seed(seed)
+        if spec == "random":
+            arch = to_plain(suite_cfg.get("random_backbone"))
+            if not arch:
+                raise ConfigError("backbone=random needs random_backbone: {name: ..., ...} in the suite")
+            return from_spec(arch), "random"
+        source = Path(spec.split(":", 1)[1])
+        file = source / "backbone.safetensors" if source.is_dir() else source
+        return from_spec(read_backbone_metadata(file)["backbone"]), f"random({source.name or source})"
+    path = Path(spec)
+    if path.is_dir():
+        file = path / "backbone.safetensors"
+        if not file.exists():
+            raise FileNotFoundError(f"{path} has no backbone.safetensors; has its pretraining run finished?")
+        return load_backbone(file), path.name
+    if path.is_file():
+        return load_backbone(path), path.stem
+    raise FileNotFoundError(
+        f"backbone={spec!r} is neither a run directory nor a .safetensors file; "
+        "use backbone=random, backbone=random:RUN_DIR, backbone=RUN_DIR or backbone=FILE.safetensors"
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ssl_platform.evaluation.suite import load_suite, run_suite
+
+    plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device="))]
+    options = dict(o.split("=", 1) for o in args.overrides if o not in plain)
+    if "backbone" not in options:
+        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors")
+    suite = load_suite(args.suite, plain)
+    backbone, name = resolve_backbone(options["backbone"], suite)
+    device = options.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
+    rows = run_suite(suite, backbone.to(device), name, out_dir, device=device)
+    print((out_dir / "summary.md").read_text() if (out_dir / "summary.md").exists() else rows)
+    print(f"[ssl_platform] results in {out_dir}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from ssl_platform.data.prepare import prepare
+
+    path = prepare(args.name, Path(args.root) if args.root else None)
+    print(f"[ssl_platform] {args.name} is ready in {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sslp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pretrain", help="pretrain a backbone from a recipe")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe, validate it, and exit")
+    p.set_defaults(fn=_pretrain)
+    e = sub.add_parser("eval", help="run an evaluation suite on a backbone")
+    e.add_argument("suite")
+    e.add_argument("overrides", nargs="*", help="backbone=..., out_dir=..., device=..., and suite key=value")
+    e.set_defaults(fn=_eval)
+    d = sub.add_parser("data", help="prepare offline data sets")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dp = dsub.add_parser("prepare", help="put a data set under the data root (SSL_PLATFORM_DATA, default ./data)")
+    dp.add_argument("name")
+    dp.add_argument("--root", default=None)
+    dp.set_defaults(fn=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

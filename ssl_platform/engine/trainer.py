@@ -1,0 +1,379 @@
+"""The one training loop. Every method trains through `fit`; nothing here knows which method it is.
+
+`fit` owns the mechanics: process group and DDP, devices and precision, the per-step lr and
+weight-decay schedules, gradient accumulation and clipping, logging, atomic checkpoints and exact
+resumption, and the backbone export. The method owns the math (`forward` returns the loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ssl_platform import distributed
+from ssl_platform.checkpoint.io import export_backbone, load_checkpoint, load_state_strict, save_checkpoint
+from ssl_platform.data.collate import collate
+from ssl_platform.data.samplers import ResumableSampler
+from ssl_platform.engine.logging import RunLogger
+from ssl_platform.engine.optim import param_groups, scale_lr
+from ssl_platform.engine.schedules import cosine, warmup_cosine
+
+# recipe keys that may change between a run and its resumption: they do not change the result
+RESUME_MAY_CHANGE = ("train.max_steps", "train.resume")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The `train:` section of a recipe. Steps are optimizer steps (after accumulation)."""
+
+    epochs: int = 100
+    max_steps: int | None = None  # stop early after this many steps; the schedule still spans `epochs`
+    warmup_epochs: float = 10.0
+    min_lr: float = 0.0  # final lr as a fraction of the peak
+    lr_scaling: str = "linear"  # recipe lr is per 256 samples of global batch: linear | sqrt | none
+    weight_decay_end: float | None = None  # cosine weight-decay schedule to this value; None keeps it constant
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    accum_steps: int = 1
+    clip_grad: float | None = None  # max global grad norm
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
+    out_dir: str | None = None  # default runs/<name>
+    resume: str = "auto"  # auto: continue from <out_dir>/checkpoints/last.pt if present | never | a path
+    save_every_steps: int = 500
+    log_every_steps: int = 10
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the last good checkpoint is kept untouched."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision`, or None for plain fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.precision=fp16 needs CUDA; on CPU use fp32 or bf16")
+        return torch.float16
+    raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16; got {precision!r}")
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor in a nested batch (dicts, lists) to `device`."""
+    if isinstance(batch, torch.Tensor):
+        fmt = torch.channels_last if channels_last and batch.ndim == 4 and batch.is_floating_point() else None
+        return batch.to(device, non_blocking=True, memory_format=fmt or torch.preserve_format)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, channels_last) for v in batch)
+    if hasattr(batch, "to"):  # e.g. a torch_geometric Batch
+        return batch.to(device)
+    return batch
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def recipe_differences(saved: dict, current: dict) -> list[str]:
+    """`key: saved -> current` for every recipe key that differs, except those resumption may change."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
+
+
+def _load_resume_state(cfg: TrainConfig, out_dir: Path, recipe: dict | None) -> dict | None:
+    last = out_dir / "checkpoints" / "last.pt"
+    if cfg.resume == "never":
+        if last.exists():
+            raise FileExistsError(
+                f"{last} exists and train.resume=never; choose another train.out_dir or delete {out_dir}"
+            )
+        return None
+    path = last if cfg.resume == "auto" else Path(cfg.resume)
+    if cfg.resume == "auto" and not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if recipe is not None and state.get("recipe") is not None:
+        diff = recipe_differences(state["recipe"], recipe)
+        if diff:
+            raise ValueError(
+                f"cannot resume {path}: the recipe changed since it was written ({'; '.join(diff)}). "
+                f"Only {', '.join(RESUME_MAY_CHANGE)} may change; use another train.out_dir for a new run."
+            )
+    if state["world_size"] != distributed.world_size():
+        raise ValueError(
+            f"{path} was written by {state['world_size']} processes and this run has {distributed.world_size()}; "
+            "the data order would change. Resume with the same number of processes, or start a new out_dir."
+        )
+    return state
+
+
+def _train_loader(dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
+                  collate_fn: Callable | None, device: torch.device) -> tuple[DataLoader, ResumableSampler]:
+    sampler = ResumableSampler(len(dataset), distributed.world_size(), distributed.rank(), shuffle=True,
+                               seed=cfg.seed, drop_last=True)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        collate_fn=collate_fn or collate, drop_last=True, pin_memory=device.type == "cuda",
+        # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
+        # the DataLoader from consuming the training RNG when it starts an epoch
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return loader, sampler
+
+
+def fit(
+    method: nn.Module,
+    dataset: Dataset,
+    make_optimizer: Callable[[list[dict]], torch.optim.Optimizer],
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path,
+    batch_size: int,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+    recipe: dict | None = None,
+    monitor: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    monitor_every_epochs: int = 0,
+) -> dict[str, Any]:
+    """Train `method` on `dataset` until `cfg.epochs` (or `cfg.max_steps`) and export its backbone.
+
+    Args:
+        method: a `Method` (forward(batch) -> {"loss", ...}); its `backbone` is exported at the end.
+        dataset: indexed by `(index, seed)` pairs (see `TransformedDataset`), returning batch dicts.
+        make_optimizer: param groups -> optimizer; the groups' lr is the recipe's per-256 value and is
+            rescaled here by the global batch.
+        cfg: the `train:` section.
+        out_dir: the run directory (see DESIGN.md for what it holds).
+        batch_size: per process.
+        recipe: the resolved recipe, written to config.yaml and compared on resume.
+        monitor: optional `(method, epoch) -> {name: value}` run on rank 0 every `monitor_every_epochs`.
+
+    Returns:
+        {"step", "epoch", "out_dir", "last": last logged metrics}.
+    """
+    device = distributed.init_from_env()
+    world, out_dir = distributed.world_size(), Path(out_dir)
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    if cfg.accum_steps < 1:
+        raise ValueError(f"train.accum_steps must be >= 1, got {cfg.accum_steps}")
+    amp_dtype = resolve_precision(cfg.precision, device)
+    state = _load_resume_state(cfg, out_dir, recipe)
+
+    if cfg.sync_bn and world > 1:
+        if device.type != "cuda":
+            raise ValueError("train.sync_bn=true needs CUDA (torch has no CPU SyncBatchNorm); set train.sync_bn=false")
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method.to(device)
+    if cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(param_groups(method))
+    global_batch = batch_size * world * cfg.accum_steps
+    for group in optimizer.param_groups:
+        group.setdefault("wd_scale", 1.0)
+        group["peak_lr"] = scale_lr(group["lr"], global_batch, cfg.lr_scaling)
+        group["base_wd"] = group.get("weight_decay", 0.0)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    loader, sampler = _train_loader(dataset, cfg, batch_size, num_workers, collate_fn, device)
+    micro_per_epoch = len(sampler.order) // batch_size
+    steps_per_epoch = micro_per_epoch // cfg.accum_steps
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the dataset has {len(dataset)} samples, fewer than one step needs "
+            f"(batch_size {batch_size} x {world} processes x accum_steps {cfg.accum_steps}); lower data.batch_size"
+        )
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    step, epoch, micro_done = 0, 0, 0
+    if state is not None:
+        load_state_strict(method, state["method"], f"checkpoint {out_dir / 'checkpoints' / 'last.pt'}")
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, micro_done = state["step"], state["epoch"], state["micro_in_epoch"]
+        _set_rng_state(state["rng"][distributed.rank()])
+    else:
+        # ranks differ from here on (e.g. random masks); rank 0 keeps the recipe's seed
+        seed_everything(cfg.seed + distributed.rank())
+
+    model: nn.Module = method
+    if world > 1:
+        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if recipe is not None:
+            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recipe)))
+        print(f"[ssl_platform] lr rule: {cfg.lr_scaling}, recipe lr x global batch {global_batch}/256 -> "
+              f"peak lr {optimizer.param_groups[0]['peak_lr']:.4g}; {steps_per_epoch} steps/epoch, "
+              f"{total_steps} steps in all" + (f", resuming at step {step}" if state else ""), flush=True)
+    logger = RunLogger(out_dir, resume_step=step)
+
+    def save() -> None:
+        rng = distributed.all_gather_object(_rng_state())
+        if distributed.is_main():
+            save_checkpoint(out_dir / "checkpoints" / "last.pt", {
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "step": step, "epoch": epoch, "micro_in_epoch": micro_done, "rng": rng,
+                "world_size": world, "recipe": recipe, "method_class": type(method).__qualname__,
+            })
+        distributed.barrier()
+
+    stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
+    last: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
+    seen, n_micro, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(total=stop_at, initial=step, disable=not distributed.is_main(), desc="pretrain", dynamic_ncols=True)
+    model.train()
+    try:
+        while step < stop_at:
+            sampler.set_epoch(epoch)
+            sampler.set_start(micro_done * batch_size)
+            method.on_epoch_start(epoch, loader)
+            batches = itertools.islice(loader, steps_per_epoch * cfg.accum_steps - micro_done)
+            for batch in batches:
+                micro_done += 1
+                last_micro = micro_done % cfg.accum_steps == 0
+                batch = to_device(batch, device, cfg.channels_last)
+                sync = contextlib.nullcontext() if last_micro or world == 1 else model.no_sync()
+                with sync:
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        out = model(batch)
+                    loss = out["loss"]
+                    _check_finite(loss, step, epoch, out_dir)
+                    scaler.scale(loss / cfg.accum_steps).backward()
+                for k, v in out.items():
+                    if isinstance(v, torch.Tensor) and v.ndim == 0:
+                        sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+                seen, n_micro = seen + batch_size * world, n_micro + 1
+                if not last_micro:
+                    continue
+                lr, wd = _apply_schedules(optimizer, cfg, step, total_steps, warmup_steps)
+                if cfg.clip_grad is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                method.on_step_end(step / total_steps)
+                bar.update(1)
+                if step % cfg.log_every_steps == 0 or step == stop_at:
+                    last = _log(logger, sums, n_micro, step, epoch, lr, wd, seen, time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}", refresh=False)
+                    sums, seen, n_micro, t0 = {}, 0, 0, time.perf_counter()
+                if step % cfg.save_every_steps == 0 or step == stop_at:
+                    save()
+                if step >= stop_at:
+                    break
+            if micro_done >= steps_per_epoch * cfg.accum_steps:
+                if monitor is not None and monitor_every_epochs and (epoch + 1) % monitor_every_epochs == 0:
+                    _run_monitor(monitor, method, epoch, step, logger)
+                epoch, micro_done = epoch + 1, 0
+        if distributed.is_main():
+            export_backbone(method.backbone, out_dir / "backbone.safetensors",
+                            {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name")})
+        distributed.barrier()
+    finally:
+        bar.close()
+        logger.close()
+    return {"step": step, "epoch": epoch, "out_dir": str(out_dir), "last": last}
+
+
+def _check_finite(loss: torch.Tensor, step: int, epoch: int, out_dir: Path) -> None:
+    # one scalar all-reduce: every rank must stop together, or the others hang in the next collective
+    bad = distributed.all_reduce_max((~torch.isfinite(loss.detach())).float())
+    if bad.item() > 0:
+        last = out_dir / "checkpoints" / "last.pt"
+        kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"the loss is {loss.item()} at step {step + 1} (epoch {epoch}); stopped before the update, "
+            f"{kept}. Lower the optimizer lr, set "
+            "train.clip_grad, or use train.precision=fp32, then run the same command again to resume."
+        )
+
+
+def _apply_schedules(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, total: int,
+                     warmup: int) -> tuple[float, float]:
+    lr = wd = 0.0
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = warmup_cosine(step, total, warmup, group["peak_lr"], group["peak_lr"] * cfg.min_lr)
+        base_wd = group["base_wd"]
+        end_wd = base_wd if cfg.weight_decay_end is None else cfg.weight_decay_end
+        group["weight_decay"] = cosine(step / total, base_wd, end_wd) * group["wd_scale"]
+        if i == 0:
+            lr, wd = group["lr"], group["weight_decay"]
+    return lr, wd
+
+
+def _log(logger: RunLogger, sums: dict[str, torch.Tensor], n_micro: int, step: int, epoch: int, lr: float,
+         wd: float, seen: int, elapsed: float) -> dict[str, float]:
+    """Mean of each 0-d output over the micro-steps since the last log and over ranks, plus lr/wd/speed."""
+    row: dict[str, float] = {"epoch": epoch, "lr": lr, "wd": wd, "samples_per_s": seen / max(elapsed, 1e-9)}
+    keys = sorted(sums)
+    if keys:
+        means = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(1, n_micro))
+        row.update({f"train/{k}": v for k, v in zip(keys, means.tolist())})
+    logger.log(step, row)
+    return row
+
+
+def _run_monitor(monitor: Callable, method: nn.Module, epoch: int, step: int, logger: RunLogger) -> None:
+    if distributed.is_main():
+        was_training = method.training
+        metrics = monitor(method, epoch)
+        method.train(was_training)
+        logger.log(step, {"epoch": epoch, **{f"monitor/{k}": v for k, v in metrics.items()}})
+        print(f"[ssl_platform] epoch {epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()), flush=True)
+    distributed.barrier()

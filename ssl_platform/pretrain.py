@@ -1,0 +1,126 @@
+"""`sslp pretrain RECIPE [k=v ...]`: compose a recipe's components in Python and call `fit`.
+
+This is the only place that knows a pretraining recipe's sections; `engine/` receives plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_platform import config, distributed
+from ssl_platform.data.collate import TransformedDataset
+from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """The `data:` section. `dataset` and `transform` are components; batch_size is per process."""
+
+    dataset: Any
+    transform: Any = None
+    collate: Any = None
+    batch_size: int = 256
+    num_workers: int = 4
+
+
+@dataclasses.dataclass
+class MonitorConfig:
+    """The `monitor:` section: an online kNN on a held-out split every `knn_every_epochs` (0 = off).
+
+    `dataset` is the kNN bank (labelled training images), `val_dataset` the held-out queries, both
+    read through `transform` (an eval transform). Only rank 0 runs it.
+    """
+
+    knn_every_epochs: int = 0
+    dataset: Any = None
+    val_dataset: Any = None
+    transform: Any = None
+    k: int = 20
+    temperature: float = 0.07
+
+
+SECTIONS = {
+    "name": str,
+    "method": "component",
+    "data": DataConfig,
+    "optimizer": "component",
+    "train": TrainConfig,
+    "monitor": MonitorConfig,
+}
+RUNTIME = {"optimizer": ("params",)}
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
+    """Load, override and validate a pretraining recipe; fill in `train` defaults and `out_dir`."""
+    cfg = config.load(path, overrides)
+    config.validate(cfg, SECTIONS, RUNTIME)
+    for key in ("name", "method", "data", "optimizer"):
+        if key not in cfg:
+            raise config.ConfigError(f"recipe {path} has no {key!r}; every pretraining recipe needs {key}")
+    train = dataclasses.asdict(config.section(cfg.get("train"), TrainConfig))
+    if train["out_dir"] is None:
+        train["out_dir"] = str(Path("runs") / str(cfg.name))
+    cfg.train = train
+    cfg.monitor = dataclasses.asdict(config.section(cfg.get("monitor"), MonitorConfig))
+    data = config.section(cfg.data, DataConfig)
+    cfg.data = {**{f.name: getattr(data, f.name) for f in dataclasses.fields(DataConfig)}}
+    return cfg
+
+
+def describe(cfg: DictConfig) -> str:
+    """The resolved recipe as YAML (what `--dry-run` prints and the run keeps as config.yaml)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def build_monitor(monitor: MonitorConfig, device: str):
+    """`(method, epoch) -> {"knn_top1": %}` on the held-out split, or None when off."""
+    if not monitor.knn_every_epochs:
+        return None
+    if monitor.dataset is None or monitor.val_dataset is None or monitor.transform is None:
+        raise config.ConfigError(
+            "monitor.knn_every_epochs > 0 needs monitor.dataset, monitor.val_dataset and monitor.transform"
+        )
+    from ssl_platform.evaluation.features import extract_features
+    from ssl_platform.evaluation.knn import knn_accuracy
+
+    bank = config.instantiate(monitor.dataset)
+    queries = config.instantiate(monitor.val_dataset)
+    transform = config.instantiate(monitor.transform)
+    num_classes = int(max(bank.targets.max(), queries.targets.max())) + 1
+
+    def run(method, epoch: int) -> dict[str, float]:
+        xb, yb = extract_features(method.backbone, bank, transform, device=device)
+        xq, yq = extract_features(method.backbone, queries, transform, device=device)
+        acc = knn_accuracy(xb, yb, xq, yq, k=monitor.k, temperature=monitor.temperature, num_classes=num_classes)
+        return {"knn_top1": acc}
+
+    return run
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build every component of a validated recipe and train."""
+    train = config.section(cfg.train, TrainConfig)
+    data = config.section(cfg.data, DataConfig)
+    monitor = config.section(cfg.monitor, MonitorConfig)
+    device = distributed.init_from_env()
+    seed_everything(train.seed)  # before the method is built: its random init is part of the recipe
+    method = config.instantiate(cfg.method)
+    dataset = TransformedDataset(config.instantiate(data.dataset), config.instantiate(data.transform))
+    collate_fn = config.instantiate(data.collate)
+    return fit(
+        method,
+        dataset,
+        lambda groups: config.instantiate(cfg.optimizer, params=groups),
+        train,
+        out_dir=train.out_dir,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        collate_fn=collate_fn,
+        recipe=config.to_plain(cfg),
+        monitor=build_monitor(monitor, str(device)),
+        monitor_every_epochs=monitor.knn_every_epochs,
+    )
