@@ -1,0 +1,65 @@
+"""From dataset items to batch dicts.
+
+Transforms return dicts of a method's batch keys (`{"views": [...]}`, `{"image": ...}`);
+`TransformedDataset` applies one under the draw's seed and adds `label` and `index`, and torch's
+`default_collate` stacks the dicts (a list of views becomes a list of `[B, C, H, W]` tensors).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+collate = default_collate
+
+
+class TransformedDataset(Dataset):
+    """`dataset[i] = (sample, label)` -> `{**transform(sample), "label": label, "index": i}`.
+
+    Indexed by `(index, seed)` (from `ResumableSampler`), it seeds Python's and torch's RNG for the
+    transform inside a forked RNG scope: the views depend only on the seed, and the caller's RNG
+    (the training process's, when num_workers=0) is left exactly as it was.
+
+    Args:
+        dataset: a map-style dataset returning `(sample, label)`.
+        transform: sample -> dict of batch keys; None passes `{"image": sample}` through.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], dict] | None = None):
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        sample, label = self.dataset[index]
+        if self.transform is None:
+            out = {"image": sample}
+        elif seed is None:
+            out = self.transform(sample)
+        else:
+            out = self._seeded(sample, seed)
+        if not isinstance(out, dict):
+            raise TypeError(
+                f"transform {type(self.transform).__name__} returned {type(out).__name__}; transforms must "
+                "return a dict of batch keys such as {'views': [...]} or {'image': tensor}"
+            )
+        return {**out, "label": int(label), "index": index}
+
+    def _seeded(self, sample: Any, seed: int) -> dict:
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                return self.transform(sample)
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
