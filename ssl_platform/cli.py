@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
             return from_spec(arch), "random"
         source = Path(spec.split(":", 1)[1])
         file = source / "backbone.safetensors" if source.is_dir() else source
-        return from_spec(read_backbone_metadata(file)["backbone"]), f"random({source.name or source})"
+        return from_spec(read_backbone_metadata(file)["backbone"]), f"random-{source.name if source.is_dir() else source.stem}"
     path = Path(spec)
     if path.is_dir():
         file = path / "backbone.safetensors"
@@ -67,19 +68,25 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
+    from ssl_platform.evaluation.report import compare
     from ssl_platform.evaluation.suite import load_suite, run_suite
 
     plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device="))]
     options = dict(o.split("=", 1) for o in args.overrides if o not in plain)
-    if "backbone" not in options:
-        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors")
+    if not options.get("backbone"):
+        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors (comma-separated for several)")
+    specs = options["backbone"].split(",")
+    if options.get("out_dir") and len(specs) > 1:
+        raise ConfigError("out_dir= takes one backbone; with several, each writes to runs/eval/<suite>-<backbone>")
     suite = load_suite(args.suite, plain)
-    backbone, name = resolve_backbone(options["backbone"], suite)
     device = options.get("device", "cuda" if torch.cuda.is_available() else "cpu")
-    out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
-    rows = run_suite(suite, backbone.to(device), name, out_dir, device=device)
-    print((out_dir / "summary.md").read_text() if (out_dir / "summary.md").exists() else rows)
-    print(f"[ssl_platform] results in {out_dir}")
+    rows = []
+    for spec in specs:
+        backbone, name = resolve_backbone(spec, suite)
+        out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
+        rows += run_suite(suite, backbone.to(device), name, out_dir, device=device)
+        print(f"[ssl_platform] {name}: results in {out_dir}", flush=True)
+    print(compare(rows))
     return 0
 
 
@@ -106,16 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="prepare offline data sets")
     dsub = d.add_subparsers(dest="action", required=True)
     dp = dsub.add_parser("prepare", help="put a data set under the data root (SSL_PLATFORM_DATA, default ./data)")
-    dp.add_argument("name")
+    dp.add_argument("name", choices=["fashion-mnist", "mnist"])
     dp.add_argument("--root", default=None)
     dp.set_defaults(fn=_data)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; errors about the user's input print one clear message (exit 2), not a traceback.
+
+    Set SSLP_TRACEBACK=1 to see the traceback as well.
+    """
     args = build_parser().parse_args(argv)
+    from ssl_platform.checkpoint.io import CheckpointError
+    from ssl_platform.data.prepare import DataSourceError
+    from ssl_platform.engine.trainer import NonFiniteLossError
+
     try:
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as err:
+    except (ConfigError, CheckpointError, DataSourceError, NonFiniteLossError, FileNotFoundError,
+            FileExistsError, ValueError) as err:
+        if os.environ.get("SSLP_TRACEBACK"):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2

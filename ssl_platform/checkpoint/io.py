@@ -70,7 +70,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         # weights_only=False: the state holds RNG states and the recipe; we only load our own files
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+    # a cut inside the tensor data surfaces as OSError from torch's zip reader
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({err}); it is not a file this program wrote completely. "
             "Delete it to start over, or point train.resume at another checkpoint."
@@ -113,13 +114,15 @@ def export_backbone(backbone: nn.Module, path: str | Path, metadata: dict[str, A
 
     Metadata values must be strings in safetensors; everything is JSON-encoded under fixed keys.
     """
-    backbone_spec = spec(backbone)
-    meta = {
+    fixed = {
         "format": "ssl_platform.backbone/1",
-        "backbone": json.dumps(backbone_spec),
+        "backbone": json.dumps(spec(backbone)),
         "num_features": str(getattr(backbone, "num_features", "")),
-        **{k: json.dumps(v) for k, v in (metadata or {}).items()},
     }
+    clash = sorted(set(fixed) & set(metadata or {}))
+    if clash:
+        raise ValueError(f"metadata keys {clash} are reserved for the architecture record; rename them")
+    meta = {**{k: json.dumps(v) for k, v in (metadata or {}).items()}, **fixed}
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     write_atomic(path, save(tensors, metadata=meta))
 

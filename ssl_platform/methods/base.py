@@ -38,7 +38,10 @@ class Method(nn.Module):
 
 
 def build_backbone(backbone: str | nn.Module, small_input: bool, in_chans: int, backbone_kwargs: dict | None) -> nn.Module:
-    """A method's `backbone` argument: a timm name (built here) or a ready module (used as is)."""
+    """A method's `backbone` argument: a timm name (built here) or a ready module (used as is).
+
+    `backbone_kwargs` go to `create_backbone` (e.g. `stem_stride`) and on to timm (e.g. `channels`).
+    """
     if isinstance(backbone, nn.Module):
         return backbone
     return create_backbone(backbone, small_input=small_input, in_chans=in_chans, **(backbone_kwargs or {}))

@@ -17,7 +17,9 @@ from torch import nn
 SPEC_ATTR = "_ssl_platform_spec"
 
 
-def create_backbone(name: str, *, small_input: bool = False, in_chans: int = 3, **timm_kwargs: Any) -> nn.Module:
+def create_backbone(
+    name: str, *, small_input: bool = False, stem_stride: int = 1, in_chans: int = 3, **timm_kwargs: Any
+) -> nn.Module:
     """Build `timm.create_model(name, num_classes=0, ...)` with randomly initialised weights.
 
     Args:
@@ -26,6 +28,8 @@ def create_backbone(name: str, *, small_input: bool = False, in_chans: int = 3, 
             3x3 stride-1 conv without max-pool, as SimCLR does for CIFAR: at 28-32 px the original
             stem leaves a 7x7 map after the first stage and throws most of the image away.
             ViTs take `img_size`/`patch_size` kwargs instead.
+        stem_stride: stride of the small-input stem conv; 2 halves the resolution of every stage
+            (4x fewer FLOPs), a CPU-budget compromise between the two stems.
         in_chans: input channels (1 for MNIST-like data).
         **timm_kwargs: passed to timm (e.g. `channels=[32, 64, 128, 256]` for a narrower ResNet).
 
@@ -38,19 +42,24 @@ def create_backbone(name: str, *, small_input: bool = False, in_chans: int = 3, 
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in timm_kwargs.items()}
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
     if small_input:
-        _small_input_stem(model, name)
-    setattr(model, SPEC_ATTR, {"name": name, "small_input": small_input, "in_chans": in_chans, **timm_kwargs})
+        _small_input_stem(model, name, stem_stride)
+    elif stem_stride != 1:
+        raise ValueError("stem_stride applies to the small-input stem only; set small_input=True as well")
+    backbone_spec = {"name": name, "small_input": small_input, "in_chans": in_chans, **timm_kwargs}
+    if stem_stride != 1:
+        backbone_spec["stem_stride"] = stem_stride
+    setattr(model, SPEC_ATTR, backbone_spec)
     return model
 
 
-def _small_input_stem(model: nn.Module, name: str) -> None:
+def _small_input_stem(model: nn.Module, name: str, stride: int) -> None:
     conv, pool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
     if not isinstance(conv, nn.Conv2d) or pool is None:
         raise ValueError(
             f"small_input=True is defined for ResNet-style models (conv1 + maxpool); {name} has neither. "
             "For a ViT pass img_size=... and patch_size=... instead."
         )
-    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)
+    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=stride, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
 

@@ -1,0 +1,38 @@
+# `make demo`: venv, real data, SimCLR pretraining, evaluation against random init (< 15 min on 2 CPU cores).
+# `make test`: venv, the data the tests need, the whole test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_RECIPE := recipes/simclr/resnet18_fmnist_3ep.yaml
+DEMO_RUN    := runs/simclr_resnet18_fmnist_3ep
+
+.PHONY: venv data test test-fast demo clean
+
+venv: $(STAMP)
+
+# the PyPI builds of torch and torchvision, installed together (they run on CPU too)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+data: venv
+	$(BIN)/python -m ssl_platform data prepare fashion-mnist
+
+test: venv data
+	$(BIN)/python -m pytest -q
+
+# unit tests only: no multi-process or end-to-end runs
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow and not dist"
+
+demo: venv data
+	$(BIN)/python -m ssl_platform pretrain $(DEMO_RECIPE)
+	$(BIN)/python -m ssl_platform eval eval/fmnist_quick.yaml backbone=$(DEMO_RUN),random:$(DEMO_RUN)
+	@echo "TensorBoard logs: $(BIN)/tensorboard --logdir $(DEMO_RUN)/tb"
+
+clean:
+	rm -rf runs .pytest_cache

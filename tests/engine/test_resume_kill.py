@@ -1,0 +1,60 @@
+"""A pretraining run killed with SIGKILL and started again with the same command ends with exactly
+the weights of a run that was never interrupted."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ssl_platform.checkpoint.io import CheckpointError, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def command(out_dir: Path) -> list[str]:
+    # num_workers=1: the views come from a worker process, so resumption must not depend on worker RNG
+    return [sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml",
+            f"train.out_dir={out_dir}", "train.max_steps=null", "train.epochs=1",
+            "train.save_every_steps=2", "train.log_every_steps=1", "data.num_workers=1"]
+
+
+def saved_step(out_dir: Path) -> int:
+    try:
+        return load_checkpoint(out_dir / "checkpoints" / "last.pt")["step"]
+    except CheckpointError:
+        return -1
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_matches_uninterrupted(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(command(straight), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(command(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while saved_step(killed) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step_at_kill = saved_step(killed)
+    assert 4 <= step_at_kill < 21  # digits train split: 1347 // 64 = 21 steps per epoch
+    assert not (killed / "backbone.safetensors").exists()
+
+    resumed = subprocess.run(command(killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {step_at_kill}" in resumed.stdout
+    a = load_file(str(straight / "backbone.safetensors"))
+    b = load_file(str(killed / "backbone.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    full_a = load_checkpoint(straight / "checkpoints" / "last.pt")["method"]
+    full_b = load_checkpoint(killed / "checkpoints" / "last.pt")["method"]
+    assert all(torch.equal(full_a[k], full_b[k]) for k in full_a), "heads or BN buffers differ"

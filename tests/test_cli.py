@@ -1,0 +1,71 @@
+"""The command line: dry runs, error messages instead of tracebacks, eval backbone resolution."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssl_platform.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_prints_resolved_recipe_and_validates(capsys):
+    assert main(["pretrain", str(ROOT / "recipes/simclr/debug.yaml"), "train.epochs=5", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 5" in out and "_component_: ssl_platform.methods.simclr.SimCLR" in out
+    assert "is valid; it would write to runs/simclr_debug" in out
+
+
+def test_bad_recipe_key_is_one_clear_line(capsys):
+    assert main(["pretrain", str(ROOT / "recipes/simclr/debug.yaml"), "method.temprature=0.1", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown key method.'temprature'") and "Traceback" not in err
+
+
+def test_missing_data_root_names_the_prepare_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SSL_PLATFORM_DATA", str(tmp_path / "empty"))
+    recipe = ROOT / "recipes/simclr/resnet18_fmnist_3ep.yaml"
+    assert main(["pretrain", str(recipe), f"train.out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "python -m ssl_platform data prepare fashion-mnist" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_data_set_name_lists_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "prepare", "cifar-10"])
+    assert exc.value.code == 2
+    assert "fashion-mnist" in capsys.readouterr().err
+
+
+def test_eval_needs_a_backbone_and_explains_forms(capsys, tmp_path):
+    assert main(["eval", str(ROOT / "eval/digits.yaml")]) == 2
+    assert "backbone=random" in capsys.readouterr().err
+    assert main(["eval", str(ROOT / "eval/digits.yaml"), f"backbone={tmp_path / 'nope'}"]) == 2
+    assert "neither a run directory nor a .safetensors file" in capsys.readouterr().err
+
+
+def test_eval_checkpoint_of_wrong_format_is_refused(capsys, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    assert main(["eval", str(ROOT / "eval/digits.yaml"), f"backbone={bad}"]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pretrain_then_eval_run_dir_and_its_random_twin(tmp_path):
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml",
+                    f"train.out_dir={run}", "train.max_steps=2"], cwd=ROOT, check=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_platform", "eval", str(ROOT / "eval/digits.yaml"), f"backbone={run},random:{run}"],
+        cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("run", "random-run"):
+        rows = [json.loads(line) for line in (tmp_path / "runs/eval" / f"digits-{name}" / "results.jsonl").open()]
+        assert {r["backbone"] for r in rows} == {name}
+        assert {r["protocol"] for r in rows} >= {"knn", "linear"}
+    assert "run" in proc.stdout and "random-run" in proc.stdout  # the comparison table
