@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEMO_RECIPE := recipes/simclr/resnet18_fmnist_3ep.yaml
-DEMO_RUN    := runs/simclr_resnet18_fmnist_3ep
+DEMO_RECIPE := recipes/simclr/resnet18_fmnist_1ep.yaml
+DEMO_RUN    := runs/simclr_resnet18_fmnist_1ep
 
 .PHONY: venv data test test-fast demo clean
 

@@ -27,7 +27,7 @@ def test_bad_recipe_key_is_one_clear_line(capsys):
 
 def test_missing_data_root_names_the_prepare_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SSL_PLATFORM_DATA", str(tmp_path / "empty"))
-    recipe = ROOT / "recipes/simclr/resnet18_fmnist_3ep.yaml"
+    recipe = ROOT / "recipes/simclr/resnet18_fmnist_1ep.yaml"
     assert main(["pretrain", str(recipe), f"train.out_dir={tmp_path / 'run'}"]) == 2
     err = capsys.readouterr().err
     assert "python -m ssl_platform data prepare fashion-mnist" in err
