@@ -215,12 +215,8 @@ def fit(
     method.to(device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(param_groups(method))
     global_batch = batch_size * world * cfg.accum_steps
-    for group in optimizer.param_groups:
-        group.setdefault("wd_scale", 1.0)
-        group["peak_lr"] = scale_lr(group["lr"], global_batch, cfg.lr_scaling)
-        group["base_wd"] = group.get("weight_decay", 0.0)
+    optimizer = _build_optimizer(method, make_optimizer, global_batch, cfg.lr_scaling)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     loader, sampler = _train_loader(dataset, cfg, batch_size, num_workers, collate_fn, device)
@@ -252,9 +248,7 @@ def fit(
         model = torch.compile(model)
 
     if distributed.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if recipe is not None:
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recipe)))
+        _start_run_dir(out_dir, recipe)
         print(f"[ssl_platform] lr rule: {cfg.lr_scaling}, recipe lr x global batch {global_batch}/256 -> "
               f"peak lr {optimizer.param_groups[0]['peak_lr']:.4g}; {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps in all" + (f", resuming at step {step}" if state else ""), flush=True)
@@ -300,18 +294,14 @@ def fit(
                 if not last_micro:
                     continue
                 lr, wd = _apply_schedules(optimizer, cfg, step, total_steps, warmup_steps)
-                if cfg.clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                _optimizer_step(method, optimizer, scaler, cfg.clip_grad)
                 step += 1
                 method.on_step_end(step / total_steps)
                 bar.update(1)
                 if step % cfg.log_every_steps == 0 or step == stop_at:
                     last = _log(logger, sums, n_micro, step, epoch, lr, wd, seen, time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}",
+                                    samples_s=f"{last['samples_per_s']:.0f}", refresh=False)
                     sums, seen, n_micro, t0 = {}, 0, 0, time.perf_counter()
                 if step % cfg.save_every_steps == 0 or step == stop_at:
                     save()
@@ -329,6 +319,32 @@ def fit(
         bar.close()
         logger.close()
     return {"step": step, "epoch": epoch, "out_dir": str(out_dir), "last": last}
+
+
+def _build_optimizer(method: nn.Module, make_optimizer: Callable, global_batch: int, rule: str) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `param_groups`, each group remembering its scaled peak lr and base wd."""
+    optimizer = make_optimizer(param_groups(method))
+    for group in optimizer.param_groups:
+        group.setdefault("wd_scale", 1.0)
+        group["peak_lr"] = scale_lr(group["lr"], global_batch, rule)
+        group["base_wd"] = group.get("weight_decay", 0.0)
+    return optimizer
+
+
+def _start_run_dir(out_dir: Path, recipe: dict | None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if recipe is not None:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recipe)))
+
+
+def _optimizer_step(method: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    clip_grad: float | None) -> None:
+    if clip_grad is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(method.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _check_finite(loss: torch.Tensor, step: int, epoch: int, out_dir: Path) -> None:

@@ -1,0 +1,103 @@
+"""extract_features: order, values against a hand-batched forward, eval mode, mode restore, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from ssl_platform.data.datasets import ArrayImages
+from ssl_platform.data.transforms import EvalTransform
+from ssl_platform.evaluation.features import extract_features
+
+
+class TinyBackbone(nn.Module):
+    """timm's three members around a conv + BatchNorm, so eval vs train mode changes the output."""
+
+    def __init__(self, in_chans=1, width=6):
+        super().__init__()
+        self.num_features = width
+        self.conv = nn.Conv2d(in_chans, width, 3, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward_features(self, x):
+        return self.dropout(torch.relu(self.bn(self.conv(x))))  # [B, D, H, W]
+
+    def forward_head(self, x, pre_logits=False):
+        return x.mean(dim=(2, 3))  # [B, D]
+
+
+def random_images(n=37, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    labels = rng.integers(0, 4, n)
+    return ArrayImages(images, labels, ["a", "b", "c", "d"])
+
+
+def reference(backbone, dataset, transform):
+    """One forward pass over all images, batched by hand, in eval mode."""
+    x = torch.stack([transform(dataset[i][0])["image"] for i in range(len(dataset))])
+    backbone.eval()
+    with torch.no_grad():
+        return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 256])
+def test_matches_hand_batched_forward_in_dataset_order(batch_size):
+    torch.manual_seed(0)
+    backbone, data, transform = TinyBackbone(), random_images(), EvalTransform(8, channels=1)
+    with torch.no_grad():  # non-trivial running stats, so eval-mode BN is not the identity
+        backbone.bn.running_mean.uniform_(-1, 1)
+        backbone.bn.running_var.uniform_(0.5, 2)
+    feats, labels = extract_features(backbone, data, transform, batch_size=batch_size)
+    assert feats.shape == (37, 6) and feats.dtype == torch.float32 and not feats.requires_grad
+    assert labels.dtype == torch.int64 and labels.tolist() == data.targets.tolist()
+    torch.testing.assert_close(feats, reference(backbone, data, transform), rtol=1e-5, atol=1e-6)
+
+
+def test_runs_in_eval_mode_and_restores_each_module_mode():
+    torch.manual_seed(0)
+    backbone, data, transform = TinyBackbone(), random_images(), EvalTransform(8, channels=1)
+    backbone.train()
+    backbone.dropout.eval()  # a caller's frozen part must stay as it was, not be flipped to train
+    stats = backbone.bn.running_mean.clone()
+    first, _ = extract_features(backbone, data, transform, batch_size=5)
+    second, _ = extract_features(backbone, data, transform, batch_size=5)
+    torch.testing.assert_close(first, second)  # no dropout noise, no batch statistics
+    torch.testing.assert_close(backbone.bn.running_mean, stats)  # BN did not update its statistics
+    assert backbone.training and backbone.bn.training and backbone.conv.training
+    assert not backbone.dropout.training
+    backbone.eval()
+    extract_features(backbone, data, transform)
+    assert not any(m.training for m in backbone.modules())
+
+
+def test_timm_resnet_gives_pooled_pre_logits():
+    torch.manual_seed(0)
+    backbone = timm.create_model("resnet18", num_classes=0, in_chans=1)
+    data = random_images(n=6, size=32)
+    feats, labels = extract_features(backbone, data, EvalTransform(32, channels=1), batch_size=4)
+    assert feats.shape == (6, backbone.num_features) == (6, 512)
+    assert torch.isfinite(feats).all() and len(labels) == 6
+
+
+def test_mode_is_restored_when_the_forward_fails():
+    class Broken(TinyBackbone):
+        def forward_features(self, x):
+            raise RuntimeError("boom")
+
+    backbone = Broken().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        extract_features(backbone, random_images(), EvalTransform(8, channels=1))
+    assert all(m.training for m in backbone.modules())
+
+
+def test_errors_say_what_to_do():
+    with pytest.raises(KeyError, match="EvalTransform"):
+        extract_features(TinyBackbone(), random_images(), lambda image: {"views": [torch.zeros(1, 8, 8)]})
+    empty = ArrayImages(np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64), [])
+    with pytest.raises(ValueError, match="empty"):
+        extract_features(TinyBackbone(), empty, EvalTransform(8, channels=1))
