@@ -31,7 +31,7 @@ test-fast: venv
 
 demo: venv data
 	$(BIN)/python -m ssl_platform pretrain $(DEMO_RECIPE)
-	$(BIN)/python -m ssl_platform eval eval/fmnist_quick.yaml backbone=$(DEMO_RUN),random:$(DEMO_RUN)
+	$(BIN)/python -m ssl_platform eval eval/fmnist_quick.yaml backbone=$(DEMO_RUN),random:$(DEMO_RUN) overwrite=true
 	@echo "TensorBoard logs: $(BIN)/tensorboard --logdir $(DEMO_RUN)/tb"
 
 clean:

@@ -2,7 +2,8 @@
 
     sslp pretrain recipes/simclr/debug.yaml train.max_steps=5 [--dry-run]
     torchrun --nproc_per_node 2 -m ssl_platform pretrain RECIPE [k=v ...]
-    sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors [out_dir=DIR] [k=v ...]
+    sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors [out_dir=DIR]
+              [overwrite=true] [device=cuda] [k=v ...]     (backbone=A,B,... compares several)
     sslp data prepare fashion-mnist|mnist [--root DIR]
 """
 
@@ -71,7 +72,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ssl_platform.evaluation.report import compare
     from ssl_platform.evaluation.suite import load_suite, run_suite
 
-    plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device="))]
+    plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite="))]
     options = dict(o.split("=", 1) for o in args.overrides if o not in plain)
     if not options.get("backbone"):
         raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors (comma-separated for several)")
@@ -84,7 +85,8 @@ def _eval(args: argparse.Namespace) -> int:
     for spec in specs:
         backbone, name = resolve_backbone(spec, suite)
         out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
-        rows += run_suite(suite, backbone.to(device), name, out_dir, device=device)
+        rows += run_suite(suite, backbone.to(device), name, out_dir, device=device,
+                          overwrite=options.get("overwrite", "false").lower() in ("1", "true", "yes"))
         print(f"[ssl_platform] {name}: results in {out_dir}", flush=True)
     print(compare(rows))
     return 0
@@ -108,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_pretrain)
     e = sub.add_parser("eval", help="run an evaluation suite on a backbone")
     e.add_argument("suite")
-    e.add_argument("overrides", nargs="*", help="backbone=..., out_dir=..., device=..., and suite key=value")
+    e.add_argument("overrides", nargs="*",
+                   help="backbone=..., out_dir=..., device=..., overwrite=true, and suite key=value")
     e.set_defaults(fn=_eval)
     d = sub.add_parser("data", help="prepare offline data sets")
     dsub = d.add_subparsers(dest="action", required=True)

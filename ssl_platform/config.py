@@ -20,6 +20,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -40,7 +41,7 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"recipe {path} does not exist; recipes live under recipes/<method>/ and eval/")
     try:
         cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, OSError, ValueError) as err:
+    except (OmegaConfBaseException, yaml.YAMLError, OSError, ValueError) as err:
         raise ConfigError(f"cannot parse {path}: {err}") from err
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} must hold a mapping at the top level, not a {type(cfg).__name__}")
