@@ -282,7 +282,8 @@ def run_suite(
     if results.exists():
         if not overwrite:
             raise FileExistsError(
-                f"{results} already exists; pass another out_dir=... or delete it (appending would mix two runs)"
+                f"{results} already exists; pass another out_dir=..., or overwrite=true to replace it "
+                "(appending would mix two runs)"
             )
         results.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
