@@ -23,6 +23,7 @@ data: venv
 	$(BIN)/python -m ssl_platform data prepare fashion-mnist
 
 test: venv data
+	$(BIN)/python -m ssl_platform data prepare mnist
 	$(BIN)/python -m pytest -q
 
 # unit tests only: no multi-process or end-to-end runs

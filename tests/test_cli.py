@@ -67,5 +67,5 @@ def test_pretrain_then_eval_run_dir_and_its_random_twin(tmp_path):
     for name in ("run", "random-run"):
         rows = [json.loads(line) for line in (tmp_path / "runs/eval" / f"digits-{name}" / "results.jsonl").open()]
         assert {r["backbone"] for r in rows} == {name}
-        assert {r["protocol"] for r in rows} >= {"knn", "linear"}
+        assert {r["protocol"] for r in rows} == {"knn_k20_t0.07", "knn_k200_t0.1", "linear"}
     assert "run" in proc.stdout and "random-run" in proc.stdout  # the comparison table
