@@ -160,3 +160,37 @@ def test_clip_grad_bounds_the_update(tmp_path):
 def test_too_small_dataset_says_what_to_change(tmp_path):
     with pytest.raises(ValueError, match="lower data.batch_size"):
         run(tmp_path / "r", batch_size=128)
+
+
+def test_tensorboard_holds_the_logged_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path / "r", max_steps=4)
+    events = EventAccumulator(str(tmp_path / "r" / "tb"))
+    events.Reload()
+    assert {"train/loss", "lr", "wd", "samples_per_s"} <= set(events.Tags()["scalars"])
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    tb_loss = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in tb_loss] == [r["step"] for r in logged]
+    for (_, value), row in zip(tb_loss, logged):
+        assert value == pytest.approx(row["train/loss"], rel=1e-6)
+
+
+def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
+    method, result = run(tmp_path / "r", max_steps=3, precision="bf16", channels_last=True)
+    assert result["step"] == 3
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="train.precision must be"):
+        run(tmp_path / "r", max_steps=1, precision="fp8")
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(tmp_path):
+    _, eager = run(tmp_path / "eager", max_steps=2)
+    _, compiled = run(tmp_path / "compiled", max_steps=2, compile=True)
+    a, b = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
