@@ -66,8 +66,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
         train["out_dir"] = str(Path("runs") / str(cfg.name))
     cfg.train = train
     cfg.monitor = dataclasses.asdict(config.section(cfg.get("monitor"), MonitorConfig))
-    data = config.section(cfg.data, DataConfig)
-    cfg.data = {**{f.name: getattr(data, f.name) for f in dataclasses.fields(DataConfig)}}
+    cfg.data = dataclasses.asdict(config.section(cfg.data, DataConfig))
     return cfg
 
 
