@@ -2,6 +2,7 @@
 
     sslp pretrain recipes/simclr/debug.yaml train.max_steps=5 [--dry-run]
     torchrun --nproc_per_node 2 -m ssl_platform pretrain RECIPE [k=v ...]
+    torchrun --nproc_per_node 2 -m ssl_platform eval SUITE backbone=...   (same results, rank 0 writes)
     sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors [out_dir=DIR]
               [overwrite=true] [device=cuda] [k=v ...]     (backbone=A,B,... compares several)
     sslp data prepare fashion-mnist|mnist [--root DIR]
@@ -35,11 +36,15 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
-    """A `backbone=` value -> (module, name). See the module docstring for the accepted forms."""
+    """A `backbone=` value -> (module, name, sha256 of its file or "" for a random init).
+
+    See the module docstring for the accepted forms.
+    """
     import torch
 
     from ssl_platform.checkpoint.io import load_backbone, read_backbone_metadata
     from ssl_platform.config import to_plain
+    from ssl_platform.evaluation.report import file_sha256
     from ssl_platform.models.backbones import from_spec
 
     if spec == "random" or spec.startswith("random:"):
@@ -48,18 +53,19 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
             arch = to_plain(suite_cfg.get("random_backbone"))
             if not arch:
                 raise ConfigError("backbone=random needs random_backbone: {name: ..., ...} in the suite")
-            return from_spec(arch), "random"
+            return from_spec(arch), "random", ""
         source = Path(spec.split(":", 1)[1])
         file = source / "backbone.safetensors" if source.is_dir() else source
-        return from_spec(read_backbone_metadata(file)["backbone"]), f"random-{source.name if source.is_dir() else source.stem}"
+        name = f"random-{source.name if source.is_dir() else source.stem}"
+        return from_spec(read_backbone_metadata(file)["backbone"]), name, ""
     path = Path(spec)
     if path.is_dir():
         file = path / "backbone.safetensors"
         if not file.exists():
             raise FileNotFoundError(f"{path} has no backbone.safetensors; has its pretraining run finished?")
-        return load_backbone(file), path.name
+        return load_backbone(file), path.name, file_sha256(file)
     if path.is_file():
-        return load_backbone(path), path.stem
+        return load_backbone(path), path.stem, file_sha256(path)
     raise FileNotFoundError(
         f"backbone={spec!r} is neither a run directory nor a .safetensors file; "
         "use backbone=random, backbone=random:RUN_DIR, backbone=RUN_DIR or backbone=FILE.safetensors"
@@ -69,7 +75,8 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
-    from ssl_platform.evaluation.report import compare
+    from ssl_platform import distributed
+    from ssl_platform.evaluation.report import compare, write_plots
     from ssl_platform.evaluation.suite import load_suite, run_suite
 
     plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite="))]
@@ -80,15 +87,29 @@ def _eval(args: argparse.Namespace) -> int:
     if options.get("out_dir") and len(specs) > 1:
         raise ConfigError("out_dir= takes one backbone; with several, each writes to runs/eval/<suite>-<backbone>")
     suite = load_suite(args.suite, plain)
-    device = options.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    device = distributed.init_from_env()  # under torchrun: every rank extracts a share of the features
+    device = torch.device(options["device"]) if "device" in options else device
+    overwrite = options.get("overwrite", "false").lower() in ("1", "true", "yes")
     rows = []
-    for spec in specs:
-        backbone, name = resolve_backbone(spec, suite)
-        out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
-        rows += run_suite(suite, backbone.to(device), name, out_dir, device=device,
-                          overwrite=options.get("overwrite", "false").lower() in ("1", "true", "yes"))
-        print(f"[ssl_platform] {name}: results in {out_dir}", flush=True)
-    print(compare(rows))
+    try:
+        for spec in specs:
+            backbone, name, sha256 = resolve_backbone(spec, suite)
+            out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
+            rows += run_suite(suite, backbone.to(device), name, out_dir, device=str(device), overwrite=overwrite,
+                              backbone_sha256=sha256)
+            if distributed.is_main():
+                print(f"[ssl_platform] {name}: results in {out_dir}", flush=True)
+        if distributed.is_main():
+            table = compare(rows)
+            if len(specs) > 1:  # the side-by-side table and plots of every backbone, next to the runs
+                both = Path("runs") / "eval" / f"{Path(args.suite).stem}-compare"
+                both.mkdir(parents=True, exist_ok=True)
+                (both / "compare.md").write_text(table)
+                write_plots(both, rows)
+                print(f"[ssl_platform] comparison table and plots in {both}", flush=True)
+            print(table)
+    finally:
+        distributed.destroy()
     return 0
 
 

@@ -17,6 +17,15 @@ from torch.utils.data import Dataset, default_collate
 collate = default_collate
 
 
+def _label(label: Any) -> Any:
+    """Class ids (Python or numpy ints, 0-d int tensors) as int; regression and multi-label targets
+    (floats, vectors) as float32 tensors, so `default_collate` stacks either kind."""
+    if isinstance(label, (int, np.integer)) or (isinstance(label, torch.Tensor) and label.ndim == 0
+                                                 and not label.is_floating_point()):
+        return int(label)
+    return torch.as_tensor(label, dtype=torch.float32)
+
+
 class TransformedDataset(Dataset):
     """`dataset[i] = (sample, label)` -> `{**transform(sample), "label": label, "index": i}`.
 
@@ -50,7 +59,7 @@ class TransformedDataset(Dataset):
                 f"transform {type(self.transform).__name__} returned {type(out).__name__}; transforms must "
                 "return a dict of batch keys such as {'views': [...]} or {'image': tensor}"
             )
-        return {**out, "label": int(label), "index": index}
+        return {**out, "label": _label(label), "index": index}
 
     def _seeded(self, sample: Any, seed: int) -> dict:
         py_state, np_state = random.getstate(), np.random.get_state()

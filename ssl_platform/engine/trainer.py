@@ -250,7 +250,7 @@ def fit(
     if distributed.is_main():
         _start_run_dir(out_dir, recipe)
         print(f"[ssl_platform] lr rule: {cfg.lr_scaling}, recipe lr x global batch {global_batch}/256 -> "
-              f"peak lr {optimizer.param_groups[0]['peak_lr']:.4g}; {steps_per_epoch} steps/epoch, "
+              f"peak lr {max(g['peak_lr'] for g in optimizer.param_groups):.4g}; {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps in all" + (f", resuming at step {step}" if state else ""), flush=True)
     logger = RunLogger(out_dir, resume_step=step)
 
@@ -268,7 +268,7 @@ def fit(
     last: dict[str, float] = {}
     sums: dict[str, torch.Tensor] = {}
     seen, n_micro, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=stop_at, initial=step, disable=not distributed.is_main(), desc="pretrain", dynamic_ncols=True)
+    bar = tqdm(total=stop_at, initial=step, disable=not distributed.is_main(), desc="train", dynamic_ncols=True)
     model.train()
     try:
         while step < stop_at:
@@ -322,11 +322,18 @@ def fit(
 
 
 def _build_optimizer(method: nn.Module, make_optimizer: Callable, global_batch: int, rule: str) -> torch.optim.Optimizer:
-    """The recipe's optimizer over `param_groups`, each group remembering its scaled peak lr and base wd."""
-    optimizer = make_optimizer(param_groups(method))
+    """The recipe's optimizer over the method's param groups, each remembering its scaled peak lr and base wd.
+
+    A method may define `param_groups()` (e.g. layer-wise lr decay when fine-tuning); otherwise
+    `optim.param_groups` splits decayed from non-decayed parameters. A group's `lr_scale` multiplies
+    its peak lr and `wd_scale` its scheduled weight decay.
+    """
+    custom = getattr(method, "param_groups", None)
+    optimizer = make_optimizer(custom() if callable(custom) else param_groups(method))
     for group in optimizer.param_groups:
         group.setdefault("wd_scale", 1.0)
-        group["peak_lr"] = scale_lr(group["lr"], global_batch, rule)
+        group.setdefault("lr_scale", 1.0)
+        group["peak_lr"] = scale_lr(group["lr"], global_batch, rule) * group["lr_scale"]
         group["base_wd"] = group.get("weight_decay", 0.0)
     return optimizer
 

@@ -16,6 +16,18 @@ Labels may be any integers: the probe's classes are the distinct training labels
 need not start at 0 or be contiguous. A test sample whose class never occurs in training cannot be
 predicted and counts as an error.
 
+Two more task kinds share the protocol (standardise, sweep λ on a validation split carved from train,
+refit on train + validation, score test once), with a random split since there are no classes:
+
+- regression (`ridge_probe`), targets [N] or [N, T]: closed-form ridge, `mean_i ||y_i - W x_i - b||² +
+  λ ||W||²_F` (b not regularised), so each output is scikit-learn's `Ridge` with `alpha = λ n`. Metrics:
+  RMSE over all entries and R² averaged uniformly over outputs (`regression_metrics`).
+- multi-label (`multilabel_probe`), targets [N, L] in {0, 1}: one-vs-rest logistic regression fitted
+  jointly, `Σ_l mean_i BCE(x_i w_l + b_l, y_il) + (λ / 2) ||W||²`. Summing over labels keeps every label
+  an independent binary probe with the convention above (`C = 1 / (λ n)` in scikit-learn) whatever L is.
+  Metric: mAP, the macro mean over labels of average precision (`mean_average_precision`); labels with
+  no positive in the evaluated set have no AP and are skipped, with a warning.
+
 - [0]: Kornblith et al., Do Better ImageNet Models Transfer Better?, 2019, https://arxiv.org/abs/1805.08974
 - [1]: Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, 2020,
   https://arxiv.org/abs/2002.05709
@@ -24,10 +36,13 @@ predicted and counts as an error.
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, mean_squared_error, r2_score
 from torch import Tensor
 
 # 9 values, one per decade of [1e-6, 1e2]: the paper's 45 values in [1e-6, 1e5] cost 5x more for
@@ -52,6 +67,41 @@ class LinearProbeResult:
     test_accuracy: float
     n_train: int
     classes: list[int]
+
+
+@dataclasses.dataclass
+class RegressionProbeResult:
+    """What `ridge_probe` measured.
+
+    Attributes:
+        best_lambda: the λ with the lowest validation RMSE (`mean ||r||² + λ||W||²`; sklearn `alpha = λ n`).
+        val_rmse: λ -> validation RMSE of the model fitted on the rest of train.
+        test_rmse, test_r2: `regression_metrics` on test of the best λ refitted on train + validation.
+        n_train: samples of the refit.
+    """
+
+    best_lambda: float
+    val_rmse: dict[float, float]
+    test_rmse: float
+    test_r2: float
+    n_train: int
+
+
+@dataclasses.dataclass
+class MultilabelProbeResult:
+    """What `multilabel_probe` measured.
+
+    Attributes:
+        best_lambda: the λ with the highest validation mAP (sklearn's `C = 1 / (best_lambda * n_train)`).
+        val_map: λ -> validation mAP % of the model fitted on the rest of train.
+        test_map: mAP % on test of the best λ refitted on train + validation.
+        n_train: samples of the refit.
+    """
+
+    best_lambda: float
+    val_map: dict[float, float]
+    test_map: float
+    n_train: int
 
 
 def standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
@@ -126,11 +176,52 @@ def fit_logistic_regression(
     Returns:
         weight: [D, C], bias: [C], detached, on x's device and dtype.
     """
+    return _fit_lbfgs(x, num_classes, lambda logits: F.cross_entropy(logits, y), lam, max_iter, tol, init)
+
+
+def fit_multilabel_logistic_regression(
+    x: Tensor,
+    y: Tensor,
+    lam: float,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Minimise Σ_l mean_i BCE(x_i w_l + b_l, y_il) + (λ/2)||W||², all L labels in one L-BFGS run.
+
+    The objective is a sum of independent per-label problems, so this is one-vs-rest logistic
+    regression; `tol` bounds each label's gradient as it would in a separate fit.
+
+    Args:
+        x: [N, D] features (standardised by the caller), float64 recommended.
+        y: [N, L] float targets in {0, 1}.
+        lam, max_iter, tol, init: as in `fit_logistic_regression` (init is ([D, L], [L])).
+
+    Returns:
+        weight: [D, L], bias: [L], detached.
+    """
+
+    def loss(logits: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(y)
+
+    return _fit_lbfgs(x, y.shape[1], loss, lam, max_iter, tol, init)
+
+
+def _fit_lbfgs(
+    x: Tensor,
+    num_outputs: int,
+    data_loss: Callable[[Tensor], Tensor],
+    lam: float,
+    max_iter: int,
+    tol: float,
+    init: tuple[Tensor, Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """Minimise data_loss(x W + b) + (λ/2)||W||² over W [D, num_outputs] and b with full-batch L-BFGS."""
     if lam < 0:
         raise ValueError(f"linear probe: lambda must be >= 0, got {lam}")
-    shape = (x.shape[1], num_classes)
+    shape = (x.shape[1], num_outputs)
     if init is None:
-        weight, bias = x.new_zeros(shape), x.new_zeros(num_classes)
+        weight, bias = x.new_zeros(shape), x.new_zeros(num_outputs)
     else:
         weight, bias = init[0].to(x).clone(), init[1].to(x).clone()
     weight.requires_grad_(True)
@@ -147,7 +238,7 @@ def fit_logistic_regression(
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * lam * weight.square().sum()
+        loss = data_loss(x @ weight + bias) + 0.5 * lam * weight.square().sum()
         loss.backward()
         return loss
 
@@ -230,3 +321,254 @@ def linear_probe(
         n_train=len(y_train),
         classes=classes.tolist(),
     )
+
+
+def random_split(n: int, val_fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Split `range(n)` at random into fit and validation indices (for targets without classes).
+
+    Returns:
+        fit_idx: [n - V] int64, val_idx: [V] int64 with V = round(val_fraction * n), both sorted.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"linear probe: val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = round(val_fraction * n)
+    if not 0 < n_val < n:
+        raise ValueError(
+            f"linear probe: val_fraction={val_fraction} of {n} samples leaves no validation samples or "
+            "nothing to fit; change val_fraction or use more labelled samples"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return torch.from_numpy(np.sort(perm[n_val:])), torch.from_numpy(np.sort(perm[:n_val]))
+
+
+def fit_ridge(x: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """Closed-form minimiser of mean_i ||y_i - W x_i - b||² + λ||W||²_F, b unregularised.
+
+    Centring x and y removes b; the normal equations are then (XcᵀXc / n + λ I) W = Xcᵀ Yc / n,
+    scikit-learn's `Ridge(alpha=λ n)`. λ = 0 gives the minimum-norm least-squares solution.
+
+    Args:
+        x: [N, D] features, float64 recommended.
+        y: [N, T] targets.
+        lam: λ >= 0.
+
+    Returns:
+        weight: [D, T], bias: [T].
+    """
+    if lam < 0:
+        raise ValueError(f"ridge probe: lambda must be >= 0, got {lam}")
+    x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
+    xc, yc = x - x_mean, y - y_mean
+    gram, rhs = xc.T @ xc / len(x), xc.T @ yc / len(x)  # [D, D], [D, T]
+    if lam > 0:
+        weight = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=x.dtype, device=x.device), rhs)
+    else:  # the Gram matrix may be singular (constant or collinear features)
+        weight = torch.linalg.pinv(gram, hermitian=True) @ rhs
+    return weight, y_mean - x_mean @ weight
+
+
+def regression_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
+    """RMSE and R² of predictions.
+
+    RMSE is the root of the mean squared error over all entries (sklearn's `mean_squared_error`, whose
+    uniform average over outputs is the same mean). R² is sklearn's `r2_score` averaged uniformly over
+    outputs; an output with constant targets scores 1 if predicted exactly and 0 otherwise.
+
+    Args:
+        pred, target: [M] or [M, T], the same shape, M >= 2.
+
+    Returns:
+        {"rmse": float, "r2": float}.
+    """
+    if pred.shape != target.shape or pred.ndim not in (1, 2):
+        raise ValueError(
+            f"regression metrics: pred and target must both be [M] or [M, T] of the same shape, got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if len(pred) < 2:
+        raise ValueError(f"regression metrics: R² needs at least 2 samples, got {len(pred)}")
+    p, t = (v.detach().to("cpu", torch.float64).numpy() for v in (pred, target))
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+        raise ValueError("regression metrics: pred or target holds NaN or inf; check the model and the data")
+    return {"rmse": float(np.sqrt(mean_squared_error(t, p))), "r2": float(r2_score(t, p))}
+
+
+def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
+    """mAP in percent: the macro mean over labels of sklearn's (non-interpolated) average precision.
+
+    Labels without a positive in `targets` have no AP; they are skipped with a warning saying how many.
+
+    Args:
+        scores: [M, L] real scores (higher = more likely), e.g. logits or probabilities.
+        targets: [M, L] in {0, 1}.
+
+    Returns:
+        mAP in [0, 100].
+    """
+    if scores.ndim != 2 or scores.shape != targets.shape or scores.numel() == 0:
+        raise ValueError(
+            f"mAP: scores and targets must be non-empty [M, L] of the same shape, got "
+            f"{tuple(scores.shape)} and {tuple(targets.shape)}; for one label use shape [M, 1]"
+        )
+    s, t = (v.detach().to("cpu", torch.float64).numpy() for v in (scores, targets))
+    if not np.isfinite(s).all():
+        raise ValueError("mAP: scores hold NaN or inf; check the model's output")
+    _check_binary(t, "mAP: targets")
+    has_pos = t.sum(axis=0) > 0
+    if not has_pos.any():
+        raise ValueError("mAP: no label has a positive sample, so mAP is undefined; evaluate on more samples")
+    if not has_pos.all():
+        warnings.warn(f"mAP: {int((~has_pos).sum())} of {len(has_pos)} labels have no positive; skipped")
+    return 100.0 * float(average_precision_score(t[:, has_pos], s[:, has_pos], average="macro"))
+
+
+def _check_binary(y: np.ndarray | Tensor, name: str) -> None:
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError(
+            f"{name} must be 0 or 1; binarise them (e.g. targets > 0), or use ridge_probe for real values"
+        )
+
+
+def _check_inputs(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, probe: str, device: str | torch.device
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Validate a probe's inputs; return them as float64 on `device`, targets as [N, T] and [M, T]."""
+    if train_x.ndim != 2 or test_x.ndim != 2 or len(train_x) == 0 or len(test_x) == 0:
+        raise ValueError(
+            f"{probe}: train_x and test_x must be non-empty [N, D] tensors, got shapes "
+            f"{tuple(train_x.shape)} and {tuple(test_x.shape)}"
+        )
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"{probe}: train_x have D={train_x.shape[1]} but test_x have D={test_x.shape[1]}")
+    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if y.ndim not in (1, 2) or len(y) != len(x):
+            raise ValueError(
+                f"{probe}: {name}_y must be [{len(x)}] or [{len(x)}, T] to match {name}_x, "
+                f"got {tuple(y.shape)}"
+            )
+    if train_y.shape[1:] != test_y.shape[1:]:
+        raise ValueError(f"{probe}: train_y is {tuple(train_y.shape)} but test_y is {tuple(test_y.shape)}")
+    out = [v.detach().to(device, torch.float64) for v in (train_x, train_y, test_x, test_y)]
+    for name, v in zip(("train_x", "train_y", "test_x", "test_y"), out):
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{probe}: {name} holds NaN or inf; drop or impute those samples first")
+    x, y, xt, yt = out
+    return x, y.reshape(len(x), -1), xt, yt.reshape(len(xt), -1)
+
+
+def _sweep(
+    lambdas: Sequence[float],
+    fit: Callable[[float, tuple[Tensor, Tensor] | None], tuple[Tensor, Tensor]],
+    score: Callable[[tuple[Tensor, Tensor]], float],
+    higher_is_better: bool,
+) -> tuple[dict[float, float], float, tuple[Tensor, Tensor]]:
+    """Fit every λ from the largest down (each warm-starting the next), score it; ties go to the larger λ.
+
+    Returns:
+        λ -> score, the best λ, and its fitted (weight, bias).
+    """
+    if len(lambdas) == 0:
+        raise ValueError("linear probe: lambdas is empty; give at least one λ (e.g. the default LAMBDAS)")
+    scores, params, best = {}, None, None
+    for lam in sorted((float(v) for v in lambdas), reverse=True):
+        params = fit(lam, params)
+        scores[lam] = score(params)
+        sign = 1.0 if higher_is_better else -1.0
+        if best is None or sign * scores[lam] > sign * scores[best[0]]:
+            best = (lam, params)
+    return scores, best[0], best[1]
+
+
+def ridge_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    lambdas: Sequence[float] = LAMBDAS,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> RegressionProbeResult:
+    """Ridge regression probe: λ by validation RMSE on a random split, refit on all of train, score test.
+
+    Features are standardised with the statistics of the fitted part; targets are only centred (by the
+    intercept), so RMSE is in the targets' units. Everything is solved in closed form in float64.
+
+    Args:
+        train_x: [N, D] features; train_y: [N] or [N, T] float targets.
+        test_x: [M, D]; test_y: [M] or [M, T], M >= 2.
+        lambdas: λ values to sweep (`mean ||r||² + λ||W||²` convention; sklearn `alpha = λ n`).
+        val_fraction: share of train held out (at random) for the sweep.
+        seed: seed of the validation split.
+
+    Returns:
+        RegressionProbeResult.
+    """
+    x, y, x_test, y_test = _check_inputs(train_x, train_y, test_x, test_y, "ridge probe", "cpu")
+    fit_idx, val_idx = random_split(len(x), val_fraction, seed)
+    x_fit, x_val = standardise(x[fit_idx], x[val_idx])
+
+    def val_rmse(params: tuple[Tensor, Tensor]) -> float:
+        return (x_val @ params[0] + params[1] - y[val_idx]).square().mean().sqrt().item()
+
+    scores, best_lambda, _ = _sweep(
+        lambdas, lambda lam, _: fit_ridge(x_fit, y[fit_idx], lam), val_rmse, higher_is_better=False
+    )
+    x_all, x_test = standardise(x, x_test)
+    weight, bias = fit_ridge(x_all, y, best_lambda)
+    metrics = regression_metrics(x_test @ weight + bias, y_test)
+    return RegressionProbeResult(best_lambda, scores, metrics["rmse"], metrics["r2"], n_train=len(x))
+
+
+def multilabel_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    lambdas: Sequence[float] = LAMBDAS,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    device: str | torch.device = "cpu",
+) -> MultilabelProbeResult:
+    """One-vs-rest logistic probe: λ by validation mAP on a random split, refit on all of train, test mAP.
+
+    The sweep and refit run as in `linear_probe` (largest λ first, warm-started, ties to the larger λ,
+    float64), with `fit_multilabel_logistic_regression`. A label never positive (or never negative) in
+    the fitted part gets a large negative (positive) bias; labels without a positive in an evaluated
+    set are skipped by the mAP, with a warning.
+
+    Args:
+        train_x: [N, D] features; train_y: [N, L] in {0, 1}.
+        test_x: [M, D]; test_y: [M, L] in {0, 1}.
+        lambdas, max_iter, tol, device: as in `linear_probe`.
+        val_fraction: share of train held out (at random) for the sweep.
+        seed: seed of the validation split.
+
+    Returns:
+        MultilabelProbeResult.
+    """
+    if train_y.ndim != 2 or test_y.ndim != 2:
+        raise ValueError(
+            f"multilabel probe: targets must be [N, L], got {tuple(train_y.shape)} and "
+            f"{tuple(test_y.shape)}; for one label use shape [N, 1]"
+        )
+    x, y, x_test, y_test = _check_inputs(train_x, train_y, test_x, test_y, "multilabel probe", device)
+    _check_binary(y, "multilabel probe: train_y")
+    _check_binary(y_test, "multilabel probe: test_y")
+    fit_idx, val_idx = (i.to(device) for i in random_split(len(x), val_fraction, seed))
+    x_fit, x_val = standardise(x[fit_idx], x[val_idx])
+
+    def fit(lam: float, init: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        return fit_multilabel_logistic_regression(x_fit, y[fit_idx], lam, max_iter, tol, init)
+
+    def val_map(params: tuple[Tensor, Tensor]) -> float:
+        return mean_average_precision(x_val @ params[0] + params[1], y[val_idx])
+
+    scores, best_lambda, best_params = _sweep(lambdas, fit, val_map, higher_is_better=True)
+    x_all, x_test = standardise(x, x_test)
+    weight, bias = fit_multilabel_logistic_regression(x_all, y, best_lambda, max_iter, tol, init=best_params)
+    test_map = mean_average_precision(x_test @ weight + bias, y_test)
+    return MultilabelProbeResult(best_lambda, scores, test_map, n_train=len(x))

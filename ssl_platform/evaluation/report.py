@@ -3,14 +3,24 @@
 Every row has exactly the keys of `KEYS`, so tables, plots and other tools can rely on them. A
 measurement without label noise has `noise_kind="none"`, both rates 0.0 and `robust="none"`.
 The realised noise rate (the share of labels that really changed) is kept beside the nominal one
-because "symmetric 40%" means different things in different codebases.
+because "symmetric 40%" means different things in different codebases. Each row also names what
+produced it: the backbone file's sha256 (`""` for a random init) and the code's git sha, so a
+number in a table can be traced back to weights and commit.
+
+`write_report` adds PNG plots (metric against noise rate, and against label fraction), each with
+the CSV of exactly the numbers it shows, and links them from `summary.md`.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import hashlib
 import json
 import math
+import re
 import statistics
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +37,55 @@ KEYS: tuple[str, ...] = (
     "metric",
     "value",
     "backbone",
+    "backbone_sha256",
+    "git_sha",
 )
-# rows that differ only in these are repeats of one setting: summary.md averages over them
-REPEAT_KEYS = ("seed", "noise_rate_realised", "value")
+# rows that differ only in these are repeats of one setting: summary.md averages over them. git_sha
+# is here so a setting re-run after a commit still averages; the tables flag settings that mix shas
+REPEAT_KEYS = ("seed", "noise_rate_realised", "value", "git_sha")
 SUMMARY_FILE = "summary.md"
+PLOTS_DIR = "plots"
+# bookkeeping values such as the selected "lambda" are tabled but not plotted
+PLOT_METRICS = ("top1", "map", "r2", "rmse")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@functools.cache
+def git_sha(path: str | Path | None = None) -> str:
+    """The commit of the checkout holding `path` (default: this package), `-dirty` if tracked files changed.
+
+    Returns "unknown" when git is missing, `path` is not in a checkout, or `path` is not tracked there
+    (e.g. the package was pip-installed into an ignored .venv inside some repository: that repository's
+    HEAD would name the wrong code). Cached per `path`: call `git_sha.cache_clear()` after a commit.
+    """
+    cwd = Path(__file__).resolve().parent if path is None else Path(path)
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--verify", "HEAD")
+        if not git("ls-files", "--", "."):
+            return "unknown"
+        # the whole checkout, not just the package: suites and recipes change results too
+        dirty = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):  # no git binary, not a checkout, no commit yet, hung
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+_code_version = git_sha  # make_row's `git_sha` argument shadows the function
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file, read in chunks so large checkpoints need little memory."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def make_row(
@@ -45,8 +100,19 @@ def make_row(
     noise_rate: float = 0.0,
     noise_rate_realised: float = 0.0,
     robust: str = "none",
+    backbone_sha256: str = "",
+    git_sha: str | None = None,
 ) -> dict[str, Any]:
-    """One results row with every key of `KEYS`, values cast to JSON types."""
+    """One results row with every key of `KEYS`, values cast to JSON types.
+
+    `backbone_sha256` is `file_sha256` of the backbone's safetensors file, "" for a random init;
+    `git_sha` defaults to `git_sha()`, the code version of this checkout.
+    """
+    if backbone_sha256 and not _SHA256.fullmatch(backbone_sha256):
+        raise ValueError(
+            f"backbone_sha256 must be 64 lowercase hex digits (report.file_sha256) or '' for a random "
+            f"init, got {backbone_sha256!r}"
+        )
     return {
         "task": str(task),
         "protocol": str(protocol),
@@ -59,6 +125,8 @@ def make_row(
         "metric": str(metric),
         "value": float(value),
         "backbone": str(backbone),
+        "backbone_sha256": str(backbone_sha256),
+        "git_sha": _code_version() if git_sha is None else str(git_sha),
     }
 
 
@@ -120,8 +188,19 @@ CAPTION = (
     "Mean ± std over seeds; std is the sample standard deviation (ddof=1), shown as – when n = 1; "
     "n is the number of seeds. Accuracies (top1) are in %."
 )
+MIXED = "†"  # after n: the setting's rows come from more than one git sha
 # the columns that name a setting, in the order tables are sorted by
-SETTING = ("backbone", "task", "protocol", "label_fraction", "noise_kind", "noise_rate", "robust", "metric")
+SETTING = (
+    "backbone",
+    "backbone_sha256",
+    "task",
+    "protocol",
+    "label_fraction",
+    "noise_kind",
+    "noise_rate",
+    "robust",
+    "metric",
+)
 
 
 def _settings(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -144,6 +223,38 @@ def _settings(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return sorted(groups.values(), key=lambda g: tuple(g[0][k] for k in SETTING))
 
 
+def _n(members: Sequence[dict[str, Any]]) -> str:
+    return f"{len(members)} {MIXED}" if len({r["git_sha"] for r in members}) > 1 else str(len(members))
+
+
+def _caption(groups: Sequence[Sequence[dict[str, Any]]]) -> str:
+    """CAPTION plus what produced the rows: the backbone files' sha256 and the code's git sha(s)."""
+    parts = [CAPTION]
+    files = sorted({(g[0]["backbone"], g[0]["backbone_sha256"]) for g in groups if g[0]["backbone_sha256"]})
+    if files:
+        parts.append("Backbone sha256: " + ", ".join(f"{name} `{sha}`" for name, sha in files) + ".")
+    shas = sorted({r["git_sha"] for g in groups for r in g})
+    if len(shas) == 1:
+        parts.append(f"Code: git `{shas[0]}`.")
+    elif shas:
+        parts.append(
+            "Code: git "
+            + ", ".join(f"`{s}`" for s in shas)
+            + f"; n marked {MIXED} pools seeds run at more than one of these."
+        )
+    return " ".join(parts)
+
+
+def _backbone_labels(groups: Sequence[Sequence[dict[str, Any]]]) -> dict[tuple[str, str], str]:
+    """(backbone, backbone_sha256) -> its name, plus a short sha where one name stands for several files."""
+    ids = sorted({(g[0]["backbone"], g[0]["backbone_sha256"]) for g in groups})
+    names = [name for name, _ in ids]
+    return {
+        (name, sha): f"{name} ({sha[:8] or 'random init'})" if names.count(name) > 1 else name
+        for name, sha in ids
+    }
+
+
 def _cells(first: dict[str, Any], members: Sequence[dict[str, Any]]) -> str:
     """task | protocol | label fraction | noise | robust | metric, for one setting."""
     return (
@@ -155,24 +266,30 @@ def _cells(first: dict[str, Any], members: Sequence[dict[str, Any]]) -> str:
 def summarise(rows: Iterable[dict[str, Any]]) -> str:
     """A markdown table: one line per setting, mean ± std of `value` over its seeds.
 
+    Rows that differ only in `git_sha` are seeds of one setting; the caption lists the git shas and
+    marks n with † where a setting mixes them. One backbone name with several files (backbone_sha256)
+    gives one line per file, the name followed by a short sha.
+
     Args:
         rows: results rows (see `KEYS`); a seed may occur once per setting.
 
     Returns:
-        Markdown text: a caption stating the std convention (ddof=1) and the table, sorted by
-        backbone, task, protocol, label fraction, noise, robust method and metric.
+        Markdown text: a caption stating the std convention (ddof=1) and what produced the rows, and
+        the table, sorted by backbone, task, protocol, label fraction, noise, robust method and metric.
     """
+    groups = _settings(rows)
+    labels = _backbone_labels(groups)
     lines = [
-        CAPTION,
+        _caption(groups),
         "",
         "| backbone | task | protocol | label fraction | noise | robust | metric | mean ± std | n |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for members in _settings(rows):
+    for members in groups:
         first, values = members[0], [r["value"] for r in members]
         lines.append(
-            f"| {first['backbone']} | {_cells(first, members)} | {_mean_std(values, first['metric'])} "
-            f"| {len(members)} |"
+            f"| {labels[first['backbone'], first['backbone_sha256']]} | {_cells(first, members)} "
+            f"| {_mean_std(values, first['metric'])} | {_n(members)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -181,24 +298,35 @@ def compare(rows: Iterable[dict[str, Any]]) -> str:
     """A markdown table with one column per backbone (in order of appearance), to compare them side by side.
 
     Args:
-        rows: results rows of one or more backbones.
+        rows: results rows of one or more backbones; one backbone name must mean one file
+            (one backbone_sha256), else the columns would silently pool different weights.
 
     Returns:
         Markdown text: the caption and one line per setting; a cell reads `mean ± std (n)`, or `–`
         when that backbone has no result for the setting.
     """
     rows = list(rows)
+    groups = _settings(rows)
+    files: dict[str, set[str]] = {}
+    for members in groups:
+        files.setdefault(members[0]["backbone"], set()).add(members[0]["backbone_sha256"])
+    for name, shas in files.items():
+        if len(shas) > 1:
+            raise ValueError(
+                f"backbone name {name!r} stands for {len(shas)} different files (backbone_sha256 "
+                f"{sorted(shas)}); give each backbone its own name to compare them, or use summarise"
+            )
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
     table: dict[tuple, dict[str, str]] = {}
     labels: dict[tuple, str] = {}
-    for members in _settings(rows):
+    for members in groups:
         first = members[0]
-        key = tuple(first[k] for k in SETTING if k != "backbone")
+        key = tuple(first[k] for k in SETTING if k not in ("backbone", "backbone_sha256"))
         labels.setdefault(key, _cells(first, members))
         values = [r["value"] for r in members]
-        table.setdefault(key, {})[first["backbone"]] = f"{_mean_std(values, first['metric'])} ({len(values)})"
+        table.setdefault(key, {})[first["backbone"]] = f"{_mean_std(values, first['metric'])} ({_n(members)})"
     lines = [
-        CAPTION,
+        _caption(groups),
         "",
         "| task | protocol | label fraction | noise | robust | metric | " + " | ".join(backbones) + " |",
         "|---|---|---|---|---|---|" + "---|" * len(backbones),
@@ -214,3 +342,202 @@ def write_summary(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(summarise(rows))
     return path
+
+
+# the columns of every plot's CSV: one line per plotted point
+CSV_COLUMNS = (
+    "backbone",
+    "protocol",
+    "robust",
+    "noise_kind",
+    "noise_rate",
+    "noise_rate_realised_mean",
+    "label_fraction",
+    "mean",
+    "std",
+    "n",
+)
+
+
+def _points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per setting: the CSV columns plus task and metric; std is nan when n = 1."""
+    groups = _settings(rows)
+    labels = _backbone_labels(groups)
+    points = []
+    for members in groups:
+        first, values = members[0], [r["value"] for r in members]
+        points.append(
+            {
+                "task": first["task"],
+                "metric": first["metric"],
+                "backbone": labels[first["backbone"], first["backbone_sha256"]],
+                **{k: first[k] for k in ("protocol", "robust", "noise_kind", "noise_rate", "label_fraction")},
+                "noise_rate_realised_mean": statistics.fmean(r["noise_rate_realised"] for r in members),
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else math.nan,  # ddof=1, as the tables
+                "n": len(values),
+            }
+        )
+    return points
+
+
+def _safe_name(task: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", task).strip("._-") or "task"
+    # a changed name gets a hash of the original, so "a/b" and "a b" do not overwrite each other
+    return safe if safe == task else f"{safe}-{hashlib.sha256(task.encode()).hexdigest()[:8]}"
+
+
+def _line(point: dict[str, Any]) -> tuple[str, str, str]:
+    return point["backbone"], point["protocol"], point["robust"]
+
+
+def _draw(ax: Any, points: list[dict[str, Any]], x: str, label: str, colour: str) -> None:
+    """One line, mean over seeds, with a ±1 std band (none where n = 1)."""
+    points = sorted(points, key=lambda p: p[x])
+    xs, means = [p[x] for p in points], [p["mean"] for p in points]
+    stds = [0.0 if math.isnan(p["std"]) else p["std"] for p in points]
+    ax.plot(xs, means, "o-", color=colour, label=label, markersize=4)
+    ax.fill_between(
+        xs,
+        [m - s for m, s in zip(means, stds)],
+        [m + s for m, s in zip(means, stds)],
+        color=colour,
+        alpha=0.2,
+        linewidth=0,
+    )
+
+
+def _draw_lines(
+    ax: Any, points: list[dict[str, Any]], x: str, lines: list[tuple], with_backbone: bool
+) -> None:
+    for i, line in enumerate(lines):
+        mine = [p for p in points if _line(p) == line]
+        if mine:
+            backbone, protocol, robust = line
+            name = f"{backbone} {protocol}" if with_backbone else protocol
+            name += "" if robust == "none" else f" + {robust}"
+            _draw(ax, mine, x, name, f"C{i % 10}")  # colour by line index: one colour per line in every panel
+
+
+def _save(fig: Any, png: Path, points: list[dict[str, Any]]) -> Path:
+    """Write the PNG and, beside it, the CSV of exactly its points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    png.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig).print_png(png)
+    order = sorted(points, key=lambda p: (*_line(p), p["noise_kind"], p["noise_rate"], p["label_fraction"]))
+    with png.with_suffix(".csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows([p[k] for k in CSV_COLUMNS] for p in order)
+    return png
+
+
+def _ylabel(metric: str) -> str:
+    return f"{metric} (%)" if metric == "top1" else metric
+
+
+def _noise_plot(png: Path, task: str, metric: str, points: list[dict[str, Any]]) -> list[Path]:
+    """Metric against nominal noise rate, a panel per noise kind sharing the clean point; [] if < 2 rates."""
+    from matplotlib.figure import Figure
+
+    noisy = {p["label_fraction"] for p in points if p["noise_kind"] != "none"}
+    if not noisy:
+        return []
+    fraction = 1.0 if 1.0 in noisy else max(noisy)
+    points = [p for p in points if p["label_fraction"] == fraction]
+    if len({p["noise_rate"] for p in points}) < 2:
+        return []
+    kinds = sorted({p["noise_kind"] for p in points} - {"none"})
+    lines = sorted({_line(p) for p in points})
+    fig = Figure(figsize=(1.5 + 4.0 * len(kinds), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(kinds), sharey=True, squeeze=False)[0]
+    for ax, kind in zip(axes, kinds):
+        panel = [p for p in points if p["noise_kind"] in ("none", kind)]
+        _draw_lines(ax, panel, "noise_rate", lines, len({line[0] for line in lines}) > 1)
+        rates = sorted({p["noise_rate"] for p in panel})
+        realised = [
+            statistics.fmean(p["noise_rate_realised_mean"] for p in panel if p["noise_rate"] == r)
+            for r in rates
+        ]
+        # "symmetric 0.4" flips fewer than 40% of labels when a flip may land on the true class
+        ax.set_xticks(rates, [f"{r:g}\n({q:.3f})" for r, q in zip(rates, realised)])
+        ax.set(title=kind, xlabel="noise rate: nominal (realised)")
+    axes[0].set_ylabel(_ylabel(metric))
+    handles, names = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        more = ax.get_legend_handles_labels()
+        handles += [h for h, n in zip(*more) if n not in names]
+        names += [n for n in more[1] if n not in names]
+    fig.legend(handles, names, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{task}: {metric} at label fraction {fraction:g}, mean ± 1 std over seeds (ddof=1)")
+    return [_save(fig, png, points)]
+
+
+def _fraction_plot(png: Path, task: str, metric: str, points: list[dict[str, Any]]) -> list[Path]:
+    """Metric against label fraction (log x), noise-free rows only; [] if < 2 fractions."""
+    from matplotlib.figure import Figure
+
+    points = [p for p in points if p["noise_kind"] == "none"]
+    fractions = sorted({p["label_fraction"] for p in points})
+    if len(fractions) < 2:
+        return []
+    lines = sorted({_line(p) for p in points})
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    _draw_lines(ax, points, "label_fraction", lines, len({line[0] for line in lines}) > 1)
+    ax.set_xscale("log")
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.minorticks_off()
+    ax.set(xlabel="label fraction (log scale)", ylabel=_ylabel(metric))
+    title = f"{task}: {metric} without label noise, mean ± 1 std over seeds (ddof=1)"
+    ax.set_title(title, fontsize="medium")
+    ax.legend(loc="best", fontsize="small")
+    return [_save(fig, png, points)]
+
+
+def write_plots(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> list[Path]:
+    """PNG plots of every task's `PLOT_METRICS`, each with the CSV of its numbers (`CSV_COLUMNS`) beside it.
+
+    `plots/<task>-<metric>-noise.png`: metric against nominal noise rate, one panel per noise kind,
+    all sharing the noise-free point at rate 0; at label fraction 1, or the largest one with noisy
+    rows. Realised rates (mean over seeds) are under the ticks and in the CSV. A robust method's
+    line has only the rates it was run at. `plots/<task>-<metric>-fraction.png`: metric against
+    label fraction, log x, noise-free rows. Lines are (backbone if several, protocol, robust), mean
+    over seeds with a ±1 std band (ddof=1). A plot with fewer than two x values is not written.
+
+    Returns:
+        The PNGs written, in a deterministic order; each CSV is `png.with_suffix(".csv")`.
+    """
+    points = _points(rows)
+    written = []
+    for task in sorted({p["task"] for p in points}):
+        for metric in PLOT_METRICS:
+            mine = [p for p in points if p["task"] == task and p["metric"] == metric]
+            stem = f"{_safe_name(task)}-{metric}"
+            if mine:
+                written += _noise_plot(Path(out_dir) / PLOTS_DIR / f"{stem}-noise.png", task, metric, mine)
+                written += _fraction_plot(
+                    Path(out_dir) / PLOTS_DIR / f"{stem}-fraction.png", task, metric, mine
+                )
+    return written
+
+
+def write_report(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> dict[str, Path | list[Path]]:
+    """`write_summary` plus `write_plots`, with a "Plots" section linking the PNGs appended to summary.md.
+
+    Returns:
+        {"summary": path of summary.md, "plots": the PNGs written}.
+    """
+    rows = list(rows)
+    summary = write_summary(out_dir, rows)
+    plots = write_plots(out_dir, rows)
+    lines = ["", "## Plots", ""]
+    if not plots:
+        lines.append("None: a plot needs two noise rates, or two label fractions, of one task.")
+    for png in plots:
+        link = png.relative_to(summary.parent).as_posix()
+        lines += [f"![{png.stem}]({link}) ([numbers]({link[: -len('.png')]}.csv))", ""]
+    with summary.open("a") as f:
+        f.write("\n".join(lines).rstrip("\n") + "\n")
+    return {"summary": summary, "plots": plots}

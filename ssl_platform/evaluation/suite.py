@@ -1,28 +1,52 @@
-"""Evaluation suites: `eval/<suite>.yaml` -> features once per task -> kNN and linear probe -> results.
+"""Evaluation suites: `eval/<suite>.yaml` -> features once per task -> every protocol -> reports.
 
-A suite is flat YAML (every key is checked by `load_suite`; unknown keys fail naming the valid ones):
+A suite is flat YAML; every key is checked by `load_suite` (unknown keys fail naming the valid ones):
 
-    name: digits                          # optional label
-    tasks:                                # task name -> three components
+    name: digits
+    tasks:                                    # task name -> its data
       digits:
-        train: {_component_: ...Digits, split: train}          # kNN bank and probe training set
-        test: {_component_: ...Digits, split: test}            # scored once
+        kind: classification                  # | regression (rmse, r2) | multilabel (map)
+        train: {_component_: ...Digits, split: train}     # kNN bank, probe and fine-tune training set
+        val: null                             # optional: the linear probe picks λ here instead of on a
+                                              # split carved from train (then refits on train + val)
+        test: {_component_: ...Digits, split: test}       # scored once per setting; never corrupted
         transform: {_component_: ...EvalTransform, size: 8, channels: 1}
-    eval: {protocols: [knn, linear], label_fractions: [1.0], seeds: [0], batch_size: 256, num_workers: 0}
+        train_transform: null                 # augmentation of fine-tune / linear_sgd (default: transform)
+        extractor: null                       # dotted path (default features.extract_features)
+        protocols: null                       # this task's subset of eval.protocols
+        noise: true                           # false: clean labels only for this task
+    eval: {protocols: [knn, linear, probe, linear_sgd, finetune], label_fractions: [0.1, 1.0], seeds: [0, 1]}
+    noise: {kinds: [symmetric, asymmetric], rates: [0.2, 0.4], convention: exclusive, mapping: null}
+    robust: {methods: [none, gce, sce, elr, nmtune], gce: {q: 0.7}, elr: {beta: 0.7, lam: 3.0}}
     knn: {presets: [k20_t0.07, k200_t0.1]}
     linear: {lambdas: null, val_fraction: 0.2, max_iter: 1000, tol: 1.0e-4}
+    probe: {epochs: 30, lr: 1.0e-3, weight_decay: 1.0e-4, batch_size: 64}
+    finetune: {epochs: 10, lr: 1.0e-3, losses: [none, elr], layer_decay: null, drop_path: 0.0, ...}
+    linear_sgd: {epochs: 10, lr: 0.1, optimizer: sgd, weight_decay: 0.0, losses: [none]}
     random_backbone: {name: resnet18, small_input: true, in_chans: 1}   # create_backbone kwargs
 
-Seeds drive what is random after feature extraction: the class-balanced labelled subset of a label
-fraction and the linear probe's validation split. (kNN on all labels is deterministic, so its seeds
-agree.) The backbone's own random init, for `backbone=random`, is seeded by the CLI.
+What runs, for each task, label fraction, seed and noise setting (clean first, then every kind x rate):
 
-This module is the only one in `evaluation/` that reads a config; it hands plain values on.
+- `knn_<preset>` and `linear` (L-BFGS) on cached features with the (noisy) labels; robust "none";
+- `probe`: a head on cached features trained by minibatch AdamW once per `robust.methods` entry
+  (cross-entropy, GCE, SCE, ELR, NMTune);
+- `linear_sgd` and `finetune` through the engine, once per entry of their own `losses`.
+
+The labelled subset of a fraction is class-balanced and drawn by the seed from the clean labels;
+noise then corrupts that subset's labels, seeded by the same seed, so every backbone sees exactly the
+same noisy labels. Instance-dependent noise reads the images' pixels (`features.pixel_summary`),
+never the backbone's features, for the same reason. The linear probe's λ is selected on a split of
+the noisy labels (a clean validation set is not available in practice).
+
+This module is the only one in `evaluation/` that reads a config; it hands plain values on. Under
+torchrun every rank computes every protocol (fine-tuning trains with DDP; cached-feature protocols
+are cheap and deterministic), and rank 0 writes the files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,32 +57,44 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from ssl_platform import config
+from ssl_platform import config, distributed
 from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import balanced_subset
-from ssl_platform.evaluation.features import extract_features
-from ssl_platform.evaluation.knn import KNN_PRESETS, knn_accuracy, preset
-from ssl_platform.evaluation.linear import LAMBDAS, linear_probe
-from ssl_platform.evaluation.report import append_rows, make_row, write_summary
+from ssl_platform.evaluation import knn as knn_lib
+from ssl_platform.evaluation import linear as linear_lib
+from ssl_platform.evaluation import noise as noise_lib
+from ssl_platform.evaluation.features import extract_features, pixel_summary
+from ssl_platform.evaluation.finetune import OPTIMIZERS, LabelledView, finetune
+from ssl_platform.evaluation.report import append_rows, make_row, write_report
+from ssl_platform.evaluation.robust import LOSSES, ROBUST, train_head
 
-PROTOCOLS = ("knn", "linear")
+PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune")
+KINDS = ("classification", "regression", "multilabel")
+# what a task kind can run: regression and multi-label have no robust losses or fine-tuning head yet
+KIND_PROTOCOLS = {"classification": PROTOCOLS, "regression": ("knn", "linear"), "multilabel": ("knn", "linear")}
 RESULTS_FILE = "results.jsonl"
 
 
 @dataclasses.dataclass
 class TaskConfig:
-    """One entry of `tasks:`: dataset components for train (bank / probe) and test, and the eval transform."""
+    """One entry of `tasks:` (see the module docstring)."""
 
     train: Any
     test: Any
     transform: Any
+    kind: str = "classification"
+    val: Any = None
+    train_transform: Any = None
+    extractor: str | None = None
+    protocols: list | None = None
+    noise: bool = True
 
 
 @dataclasses.dataclass
 class EvalConfig:
     """The `eval:` section: which protocols, label fractions and seeds, and how to load images."""
 
-    protocols: list = dataclasses.field(default_factory=lambda: list(PROTOCOLS))
+    protocols: list = dataclasses.field(default_factory=lambda: ["knn", "linear"])
     label_fractions: list = dataclasses.field(default_factory=lambda: [1.0])
     seeds: list = dataclasses.field(default_factory=lambda: [0])
     batch_size: int = 256
@@ -66,10 +102,38 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class NoiseConfig:
+    """The `noise:` section: every kind x rate runs after the clean setting (see `noise.py`).
+
+    `convention` is symmetric noise's (exclusive: a flipped label is one of the other classes, so the
+    realised rate equals the nominal one; inclusive: redrawn over all classes). `mapping` is the
+    asymmetric class map (default: the standard CIFAR-10 one). `pixel_side`: instance-dependent
+    noise reads images average-pooled to this side.
+    """
+
+    kinds: list = dataclasses.field(default_factory=list)
+    rates: list = dataclasses.field(default_factory=list)
+    convention: str = "exclusive"
+    mapping: dict | None = None
+    pixel_side: int = 8
+
+
+@dataclasses.dataclass
+class RobustConfig:
+    """The `robust:` section: the probe's methods and each loss's keyword arguments."""
+
+    methods: list = dataclasses.field(default_factory=lambda: ["none"])
+    gce: dict = dataclasses.field(default_factory=dict)
+    sce: dict = dataclasses.field(default_factory=dict)
+    elr: dict = dataclasses.field(default_factory=dict)
+    nmtune: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class KNNConfig:
     """The `knn:` section: named presets of `knn.KNN_PRESETS` (never mixed in one table)."""
 
-    presets: list = dataclasses.field(default_factory=lambda: list(KNN_PRESETS))
+    presets: list = dataclasses.field(default_factory=lambda: list(knn_lib.KNN_PRESETS))
 
 
 @dataclasses.dataclass
@@ -82,19 +146,84 @@ class LinearConfig:
     tol: float = 1e-4
 
 
-SECTIONS = {"name": str, "eval": EvalConfig, "knn": KNNConfig, "linear": LinearConfig}
+@dataclasses.dataclass
+class ProbeConfig:
+    """The `probe:` section: the minibatch head on cached features (NMTune's defaults)."""
+
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """The `finetune:` section: whole-network training through the engine (lr per 256 samples)."""
+
+    epochs: int = 10
+    min_steps: int = 0  # more epochs for small labelled subsets, up to this many optimizer steps
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    batch_size: int = 128
+    warmup_epochs: float = 1.0
+    layer_decay: float | None = None
+    drop_path: float = 0.0
+    label_smoothing: float = 0.0
+    precision: str = "auto"
+    losses: list = dataclasses.field(default_factory=lambda: ["none"])
+
+
+@dataclasses.dataclass
+class LinearSGDConfig(FinetuneConfig):
+    """The `linear_sgd:` section: a frozen backbone, a linear head on augmented images (DINO-style SGD)."""
+
+    lr: float = 0.1
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    warmup_epochs: float = 0.0
+
+
+SECTIONS = {
+    "name": str, "eval": EvalConfig, "noise": NoiseConfig, "robust": RobustConfig, "knn": KNNConfig,
+    "linear": LinearConfig, "probe": ProbeConfig, "finetune": FinetuneConfig, "linear_sgd": LinearSGDConfig,
+}
 # validated here rather than by config.validate: task names are the user's, and random_backbone's
 # keys are create_backbone/timm kwargs
 OWN_KEYS = ("tasks", "random_backbone")
+
+
+@dataclasses.dataclass
+class Suite:
+    """A loaded suite as plain values: what `run_task` needs besides the task itself."""
+
+    eval: EvalConfig
+    noise: NoiseConfig
+    robust: RobustConfig
+    knn: KNNConfig
+    linear: LinearConfig
+    probe: ProbeConfig
+    finetune: FinetuneConfig
+    linear_sgd: LinearSGDConfig
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Suite:
+        return cls(**{f.name: config.section(cfg.get(f.name), SECTIONS[f.name]) for f in dataclasses.fields(cls)})
 
 
 def _check_tasks(tasks: Any) -> None:
     if not isinstance(tasks, DictConfig) or len(tasks) == 0:
         raise ConfigError("tasks must map task names to {train: ..., test: ..., transform: ...}; none given")
     for name, task in tasks.items():
-        config.validate_section(task, TaskConfig, f"tasks.{name}.")
-        for key in ("train", "test", "transform"):
-            config.validate_component(task[key], f"tasks.{name}.{key}.")
+        where = f"tasks.{name}."
+        config.validate_section(task, TaskConfig, where)
+        for key in ("train", "test", "transform", "val", "train_transform"):
+            if task.get(key) is not None:
+                config.validate_component(task[key], f"{where}{key}.")
+        if task.get("kind", "classification") not in KINDS:
+            raise ConfigError(f"{where}kind: {task.kind!r} is not one of {', '.join(KINDS)}")
+        if task.get("extractor") is not None:
+            config.locate(str(task.extractor))
 
 
 def _check_random_backbone(node: Any) -> None:
@@ -109,37 +238,60 @@ def _check_random_backbone(node: Any) -> None:
         raise ConfigError(f"random_backbone.name {node.name!r} is not a timm model (see timm.list_models())")
 
 
-def _check_values(ev: EvalConfig, knn: KNNConfig, linear: LinearConfig) -> None:
+def _one_of(values: Sequence[Any], valid: Sequence[str], where: str) -> None:
+    for value in values:
+        if value not in valid:
+            raise ConfigError(f"{where}: unknown value {value!r}; valid values: {', '.join(valid)}")
+
+
+def _check_values(suite: Suite, tasks: DictConfig) -> None:
     """Value checks the key checks cannot do; each message says what to write instead."""
-    for name in ev.protocols:
-        if name not in PROTOCOLS:
-            raise ConfigError(
-                f"eval.protocols: unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}"
-            )
+    ev = suite.eval
+    _one_of(ev.protocols, PROTOCOLS, "eval.protocols")
     if not ev.protocols or not ev.seeds or not ev.label_fractions:
-        raise ConfigError(
-            "eval.protocols, eval.seeds and eval.label_fractions must each list at least one value"
-        )
+        raise ConfigError("eval.protocols, eval.seeds and eval.label_fractions must each list at least one value")
     for fraction in ev.label_fractions:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
             raise ConfigError(f"eval.label_fractions: {fraction} is not in (0, 1]; 1.0 means every label")
     if any(not isinstance(s, int) for s in ev.seeds) or len(set(ev.seeds)) != len(ev.seeds):
         raise ConfigError(f"eval.seeds must be distinct integers, got {ev.seeds}")
     if ev.batch_size < 1 or ev.num_workers < 0:
-        raise ConfigError(
-            f"eval.batch_size must be >= 1 and eval.num_workers >= 0, got {ev.batch_size}, {ev.num_workers}"
-        )
-    for name in knn.presets:
-        if name not in KNN_PRESETS:
+        raise ConfigError(f"eval.batch_size must be >= 1 and eval.num_workers >= 0, got {ev.batch_size}, {ev.num_workers}")
+    _one_of(suite.knn.presets, tuple(knn_lib.KNN_PRESETS), "knn.presets")
+    lambdas = suite.linear.lambdas
+    if lambdas is not None and (not lambdas or any(float(v) < 0 for v in lambdas)):
+        raise ConfigError(f"linear.lambdas must be null (the default sweep) or a list of λ >= 0, got {lambdas}")
+    if not 0.0 < suite.linear.val_fraction < 1.0:
+        raise ConfigError(f"linear.val_fraction must be in (0, 1), got {suite.linear.val_fraction}")
+    _one_of(suite.noise.kinds, [k for k in noise_lib.KINDS if k != "none"], "noise.kinds")
+    if bool(suite.noise.kinds) != bool(suite.noise.rates):
+        raise ConfigError("noise.kinds and noise.rates go together: give both (or neither for clean labels only)")
+    for rate in suite.noise.rates:
+        if not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
+            raise ConfigError(f"noise.rates: {rate} is not in (0, 1]; the clean setting always runs first")
+    _one_of([suite.noise.convention], noise_lib.SYMMETRIC_CONVENTIONS, "noise.convention")
+    _one_of(suite.robust.methods, ROBUST, "robust.methods")
+    for key in ("finetune", "linear_sgd"):
+        section = getattr(suite, key)
+        _one_of(section.losses, LOSSES, f"{key}.losses")
+        _one_of([section.optimizer], OPTIMIZERS, f"{key}.optimizer")
+        if not section.losses or section.epochs < 1 or section.batch_size < 1:
+            raise ConfigError(f"{key}: losses must list at least one loss, and epochs and batch_size be >= 1")
+    for name, task in tasks.items():
+        kind, protocols = task.get("kind", "classification"), task.get("protocols")
+        if protocols is not None:
+            _one_of(protocols, ev.protocols, f"tasks.{name}.protocols (a subset of eval.protocols)")
+        unsupported = [p for p in (protocols or ev.protocols) if p not in KIND_PROTOCOLS[kind]]
+        if unsupported:
             raise ConfigError(
-                f"knn.presets: unknown preset {name!r}; valid presets: {', '.join(KNN_PRESETS)}"
+                f"tasks.{name} is a {kind} task and cannot run {unsupported}; set tasks.{name}.protocols to a "
+                f"subset of {list(KIND_PROTOCOLS[kind])}"
             )
-    if linear.lambdas is not None and (not linear.lambdas or any(float(v) < 0 for v in linear.lambdas)):
-        raise ConfigError(
-            f"linear.lambdas must be null (the default sweep) or a list of λ >= 0, got {linear.lambdas}"
-        )
-    if not 0.0 < linear.val_fraction < 1.0:
-        raise ConfigError(f"linear.val_fraction must be in (0, 1), got {linear.val_fraction}")
+        if kind != "classification" and suite.noise.kinds and task.get("noise", True):
+            raise ConfigError(
+                f"label noise is defined for classification; tasks.{name} is a {kind} task: set "
+                f"tasks.{name}.noise=false"
+            )
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -153,12 +305,15 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     _check_tasks(cfg.get("tasks"))
     _check_random_backbone(cfg.get("random_backbone"))
     try:
-        sections = {key: config.section(cfg.get(key), SECTIONS[key]) for key in ("eval", "knn", "linear")}
+        suite = Suite.from_config(cfg)
+        tasks = {name: config.section(task, TaskConfig) for name, task in cfg.tasks.items()}
     except TypeError as err:  # a required field left out
         raise ConfigError(f"suite {path}: {err}") from err
-    _check_values(sections["eval"], sections["knn"], sections["linear"])
-    for key, value in sections.items():
-        cfg[key] = dataclasses.asdict(value)
+    _check_values(suite, cfg.tasks)
+    for f in dataclasses.fields(Suite):
+        cfg[f.name] = dataclasses.asdict(getattr(suite, f.name))
+    for name, task in tasks.items():
+        cfg.tasks[name] = dataclasses.asdict(task)
     return cfg
 
 
@@ -174,85 +329,207 @@ def labelled_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
     return torch.from_numpy(balanced_subset(labels.numpy(), limit, seed))
 
 
-def evaluate_features(
-    train: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
-    num_classes: int,
-    ev: EvalConfig,
-    knn: KNNConfig,
-    linear: LinearConfig,
-    seed: int,
-    device: str,
-) -> list[tuple[str, str, float]]:
-    """Every configured protocol on one set of cached features -> (protocol, metric, value) triples.
+def random_subset(n: int, fraction: float, seed: int) -> Tensor:
+    """Sorted indices of a random `fraction` of `n` samples (regression and multi-label tasks)."""
+    if fraction >= 1.0:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[: max(1, round(fraction * n))].sort().values
 
-    Args:
-        train: (feats [N, D], labels [N]) the labelled bank / probe training set.
-        test: (feats [M, D], labels [M]).
-    """
+
+def noise_settings(noise: NoiseConfig) -> list[tuple[str, float]]:
+    """(kind, nominal rate) pairs: the clean setting first, then every kind x rate."""
+    return [("none", 0.0)] + [(kind, float(rate)) for kind in noise.kinds for rate in noise.rates]
+
+
+@dataclasses.dataclass
+class TaskData:
+    """One task's data once loaded: datasets, cached features and what noise needs."""
+
+    name: str
+    kind: str
+    train_set: Any
+    test_set: Any
+    transform: Any
+    train_transform: Any
+    train: tuple[Tensor, Tensor]  # feats [N, D], targets [N, ...]
+    test: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor] | None
+    num_classes: int
+    pixels: Tensor | None  # [N, d] for instance-dependent noise
+
+
+def _log(message: str) -> None:
+    if distributed.is_main():
+        print(f"[eval] {message}", flush=True)
+
+
+def load_task(name: str, task: TaskConfig, suite: Suite, backbone: nn.Module, device: str) -> TaskData:
+    """Instantiate a task's datasets and extract its features once."""
+    ev = suite.eval
+    train_set, test_set = config.instantiate(task.train), config.instantiate(task.test)
+    transform = config.instantiate(task.transform)
+    extractor = config.locate(task.extractor) if task.extractor else extract_features
+    start = time.perf_counter()
+    train = extractor(backbone, train_set, transform, ev.batch_size, ev.num_workers, device)
+    test = extractor(backbone, test_set, transform, ev.batch_size, ev.num_workers, device)
+    val = None
+    if task.val is not None:
+        val = extractor(backbone, config.instantiate(task.val), transform, ev.batch_size, ev.num_workers, device)
+    _log(f"{name}: features {tuple(train[0].shape)} train, {tuple(test[0].shape)} test "
+         f"in {time.perf_counter() - start:.1f}s")
+    classification = task.kind == "classification"
+    pixels = None
+    if classification and task.noise and "instance" in suite.noise.kinds:
+        pixels = pixel_summary(train_set, transform, ev.batch_size, ev.num_workers, suite.noise.pixel_side)
+    return TaskData(
+        name=name, kind=task.kind, train_set=train_set, test_set=test_set, transform=transform,
+        train_transform=config.instantiate(task.train_transform) if task.train_transform else transform,
+        train=train, test=test, val=val, pixels=pixels,
+        num_classes=_num_classes(train_set, train[1], test[1]) if classification else 0,
+    )
+
+
+def _cached_classification(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
+                           seed: int, device: str) -> list[tuple[str, str, str, float]]:
+    """kNN, L-BFGS linear and the robust probes on cached features -> (protocol, robust, metric, value)."""
     out = []
-    if "knn" in ev.protocols:
-        for name in knn.presets:
-            k, temperature = preset(name)
-            acc = knn_accuracy(*train, *test, k=k, temperature=temperature, num_classes=num_classes)
-            out.append((f"knn_{name}", "top1", acc))
-    if "linear" in ev.protocols:
-        result = linear_probe(
-            *train,
-            *test,
-            lambdas=LAMBDAS if linear.lambdas is None else [float(v) for v in linear.lambdas],
-            val_fraction=linear.val_fraction,
-            seed=seed,
-            max_iter=linear.max_iter,
-            tol=linear.tol,
-            device=device,
+    x_test, y_test = data.test
+    if "knn" in protocols:
+        for name in suite.knn.presets:
+            k, temperature = knn_lib.preset(name)
+            acc = knn_lib.knn_accuracy(x, y, x_test, y_test, k=k, temperature=temperature,
+                                       num_classes=data.num_classes)
+            out.append((f"knn_{name}", "none", "top1", acc))
+    if "linear" in protocols:
+        lin = suite.linear
+        result = linear_lib.linear_probe(
+            x, y, x_test, y_test, lambdas=_lambdas(lin), val_fraction=lin.val_fraction, seed=seed,
+            max_iter=lin.max_iter, tol=lin.tol, device=device, **_val_kwargs(data),
         )
         # λ in the mean-loss convention (sklearn C = 1 / (λ n)), kept so the selection can be audited
-        out += [("linear", "top1", result.test_accuracy), ("linear", "lambda", result.best_lambda)]
+        out += [("linear", "none", "top1", result.test_accuracy), ("linear", "none", "lambda", result.best_lambda)]
+    if "probe" in protocols:
+        for method in suite.robust.methods:
+            head = train_head(
+                x, y, x_test, y_test, num_classes=data.num_classes, robust=method, epochs=suite.probe.epochs,
+                lr=suite.probe.lr, weight_decay=suite.probe.weight_decay, batch_size=suite.probe.batch_size,
+                seed=seed, device=device, loss_kwargs=getattr(suite.robust, method, None) or None,
+            )
+            out.append(("probe", method, "top1", head.test_accuracy))
+    return out
+
+
+def _lambdas(lin: LinearConfig) -> tuple[float, ...]:
+    return linear_lib.LAMBDAS if lin.lambdas is None else tuple(float(v) for v in lin.lambdas)
+
+
+def _val_kwargs(data: TaskData) -> dict:
+    """The task's own validation split for λ selection, when it has one."""
+    return {} if data.val is None else {"val": data.val}
+
+
+def _cached_other(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
+                  seed: int, device: str) -> list[tuple[str, str, str, float]]:
+    """kNN and linear for regression (rmse, r2) and multi-label (map) tasks."""
+    out = []
+    x_test, y_test = data.test
+    for name in suite.knn.presets if "knn" in protocols else ():
+        k, temperature = knn_lib.preset(name)
+        if data.kind == "regression":
+            pred = knn_lib.knn_regression(x, y, x_test, k=k, temperature=temperature)
+            out += [(f"knn_{name}", "none", m, v) for m, v in linear_lib.regression_metrics(pred, y_test).items()]
+        else:
+            scores = knn_lib.knn_multilabel_scores(x, y, x_test, k=k, temperature=temperature)
+            out.append((f"knn_{name}", "none", "map", linear_lib.mean_average_precision(scores, y_test)))
+    if "linear" in protocols:
+        lin = suite.linear
+        if data.kind == "regression":
+            r = linear_lib.ridge_probe(x, y, x_test, y_test, lambdas=_lambdas(lin), val_fraction=lin.val_fraction,
+                                       seed=seed)
+            out += [("linear", "none", "rmse", r.test_rmse), ("linear", "none", "r2", r.test_r2),
+                    ("linear", "none", "lambda", r.best_lambda)]
+        else:
+            r = linear_lib.multilabel_probe(x, y, x_test, y_test, lambdas=_lambdas(lin),
+                                            val_fraction=lin.val_fraction, seed=seed, max_iter=lin.max_iter,
+                                            tol=lin.tol, device=device)
+            out += [("linear", "none", "map", r.test_map), ("linear", "none", "lambda", r.best_lambda)]
+    return out
+
+
+def _trained(data: TaskData, keep: Tensor, labels: Tensor, protocols: Sequence[str], suite: Suite, seed: int,
+             run_dir: Path, backbone: nn.Module, identity: dict, device: str) -> list[tuple[str, str, str, float]]:
+    """linear_sgd and finetune through the engine, once per loss, on the (noisy) labelled subset."""
+    out = []
+    train_view = LabelledView(data.train_set, keep, labels)
+    for protocol in ("linear_sgd", "finetune"):
+        if protocol not in protocols:
+            continue
+        section: FinetuneConfig = getattr(suite, protocol)
+        for loss in section.losses:
+            result = finetune(
+                backbone, train_view, data.test_set, train_transform=data.train_transform,
+                test_transform=data.transform, num_classes=data.num_classes,
+                out_dir=run_dir / f"{protocol}-{loss}", freeze_backbone=protocol == "linear_sgd", loss=loss,
+                loss_kwargs=getattr(suite.robust, loss, None) or None,
+                label_smoothing=section.label_smoothing, layer_decay=section.layer_decay,
+                drop_path=section.drop_path, optimizer=section.optimizer, lr=section.lr,
+                weight_decay=section.weight_decay, epochs=section.epochs, min_steps=section.min_steps, warmup_epochs=section.warmup_epochs,
+                batch_size=section.batch_size, num_workers=suite.eval.num_workers, precision=section.precision,
+                seed=seed, identity=identity, device=device,
+            )
+            out.append((protocol, loss, "top1", result.test_accuracy))
     return out
 
 
 def run_task(
     name: str,
     task: TaskConfig,
-    sections: tuple[EvalConfig, KNNConfig, LinearConfig],
+    suite: Suite,
     backbone: nn.Module,
     backbone_name: str,
     device: str,
+    out_dir: Path,
+    backbone_sha256: str = "",
 ) -> list[dict[str, Any]]:
-    """Extract one task's features once, then run every label fraction x seed x protocol on them."""
-    ev, knn, linear = sections
-    train_set, test_set = config.instantiate(task.train), config.instantiate(task.test)
-    transform = config.instantiate(task.transform)
+    """Extract one task's features once, then run every label fraction x seed x noise x protocol."""
     start = time.perf_counter()
-    x_train, y_train = extract_features(backbone, train_set, transform, ev.batch_size, ev.num_workers, device)
-    x_test, y_test = extract_features(backbone, test_set, transform, ev.batch_size, ev.num_workers, device)
-    print(
-        f"[eval] {name}: features {tuple(x_train.shape)} train, {tuple(x_test.shape)} test "
-        f"in {time.perf_counter() - start:.1f}s",
-        flush=True,
-    )
-    num_classes = _num_classes(train_set, y_train, y_test)
+    data = load_task(name, task, suite, backbone, device)
+    protocols = task.protocols or suite.eval.protocols
+    settings = noise_settings(suite.noise) if task.kind == "classification" and task.noise else [("none", 0.0)]
     rows = []
-    for fraction in ev.label_fractions:
-        for seed in ev.seeds:
-            keep = labelled_subset(y_train, float(fraction), seed)
-            measured = evaluate_features(
-                (x_train[keep], y_train[keep]), (x_test, y_test), num_classes, ev, knn, linear, seed, device
-            )
-            rows += [
-                make_row(
-                    task=name,
-                    protocol=protocol,
-                    metric=metric,
-                    value=value,
-                    backbone=backbone_name,
-                    seed=seed,
-                    label_fraction=fraction,
-                )
-                for protocol, metric, value in measured
-            ]
-    print(f"[eval] {name}: done in {time.perf_counter() - start:.1f}s", flush=True)
+    for fraction in suite.eval.label_fractions:
+        for seed in suite.eval.seeds:
+            x_all, y_all = data.train
+            if task.kind == "classification":
+                keep = labelled_subset(y_all, float(fraction), seed)
+            else:
+                keep = random_subset(len(y_all), float(fraction), seed)
+            x, clean = x_all[keep], y_all[keep]
+            for kind, rate in settings:
+                noisy = noise_lib.corrupt(
+                    clean, kind, rate, data.num_classes, seed, convention=suite.noise.convention,
+                    mapping=suite.noise.mapping, inputs=None if data.pixels is None else data.pixels[keep],
+                ) if task.kind == "classification" else None
+                y = clean if noisy is None else noisy.labels
+                if task.kind == "classification":
+                    measured = _cached_classification(data, x, y, protocols, suite, seed, device)
+                    run_dir = out_dir / "runs" / name / f"f{fraction:g}-{kind}{rate:g}-s{seed}"
+                    identity = {"backbone": backbone_name, "backbone_sha256": backbone_sha256,
+                                "noisy_labels_sha256": noisy.sha256, "task": name}
+                    measured += _trained(data, keep, y, protocols, suite, seed, run_dir, backbone, identity, device)
+                else:
+                    measured = _cached_other(data, x, y, protocols, suite, seed, device)
+                rows += [
+                    make_row(
+                        task=name, protocol=protocol, metric=metric, value=value, backbone=backbone_name,
+                        backbone_sha256=backbone_sha256, seed=seed, label_fraction=fraction, noise_kind=kind,
+                        noise_rate=rate, noise_rate_realised=0.0 if noisy is None else noisy.realised, robust=robust,
+                    )
+                    for protocol, robust, metric, value in measured
+                ]
+                _log(f"{name}: fraction {fraction:g}, seed {seed}, noise {kind} {rate:g} done "
+                     f"({time.perf_counter() - start:.0f}s)")
     return rows
 
 
@@ -263,37 +540,48 @@ def run_suite(
     out_dir: str | Path,
     device: str = "cpu",
     overwrite: bool = False,
+    backbone_sha256: str = "",
 ) -> list[dict[str, Any]]:
-    """Run a suite loaded by `load_suite` on one backbone; write results.jsonl, summary.md, suite.yaml.
+    """Run a suite loaded by `load_suite` on one backbone; write results.jsonl, summary.md, plots, suite.yaml.
 
     Args:
         suite_cfg: from `load_suite`.
         backbone: timm contract, already on `device`.
         backbone_name: the `backbone` value of every row (run dir name, zoo name, "random").
         out_dir: created if needed; results are appended task by task, so a crash keeps finished tasks.
-        device: where features are extracted and the linear probe is fitted (kNN runs in faiss on the CPU).
-        overwrite: replace an existing results.jsonl instead of refusing.
+            Fine-tuning runs live in `out_dir/runs/` (resumable engine run directories).
+        device: where features are extracted and probes fitted (kNN runs in faiss on the CPU).
+        overwrite: replace earlier results (and fine-tuning runs) instead of refusing.
+        backbone_sha256: the backbone file's sha256 ("" for a random init), written into every row.
 
     Returns:
         The rows written to results.jsonl.
     """
     out_dir = Path(out_dir)
     results = out_dir / RESULTS_FILE
-    if results.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{results} already exists; pass another out_dir=..., or overwrite=true to replace it "
-                "(appending would mix two runs)"
-            )
-        results.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(suite_cfg, out_dir / "suite.yaml", resolve=True)
-    sections = tuple(config.section(suite_cfg.get(key), SECTIONS[key]) for key in ("eval", "knn", "linear"))
+    if results.exists() and not overwrite:
+        raise FileExistsError(
+            f"{results} already exists; pass another out_dir=..., or overwrite=true to replace it "
+            "(appending would mix two runs)"
+        )
+    distributed.barrier()  # every rank has seen the old file before rank 0 removes it
+    if distributed.is_main():
+        if results.exists():
+            results.unlink()
+            for old in ("runs", "plots"):  # fine-tuning runs and plots of the replaced results
+                shutil.rmtree(out_dir / old, ignore_errors=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(suite_cfg, out_dir / "suite.yaml", resolve=True)
+    distributed.barrier()
+    suite = Suite.from_config(suite_cfg)
     rows = []
     for name, task in suite_cfg.tasks.items():
-        task = config.section(task, TaskConfig)
-        task_rows = run_task(str(name), task, sections, backbone, backbone_name, device)
-        append_rows(results, task_rows)
+        task_rows = run_task(str(name), config.section(task, TaskConfig), suite, backbone, backbone_name, device,
+                             out_dir, backbone_sha256)
+        if distributed.is_main():
+            append_rows(results, task_rows)
         rows += task_rows
-    write_summary(out_dir, rows)
+    if distributed.is_main():
+        write_report(out_dir, rows)
+    distributed.barrier()
     return rows

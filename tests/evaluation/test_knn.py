@@ -1,4 +1,7 @@
-"""Weighted kNN: exact agreement with a naive loop and with scikit-learn, invariances, presets, errors."""
+"""Weighted kNN: exact agreement with a naive loop and with scikit-learn, invariances, presets, errors.
+
+Regression and multi-label scores are checked against a brute-force numpy loop.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,15 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from ssl_platform.evaluation.knn import KNN_PRESETS, knn_accuracy, knn_predict, knn_search, preset
+from ssl_platform.evaluation.knn import (
+    KNN_PRESETS,
+    knn_accuracy,
+    knn_multilabel_scores,
+    knn_predict,
+    knn_regression,
+    knn_search,
+    preset,
+)
 
 
 def naive_knn(train, train_labels, test, k, temperature, num_classes):
@@ -127,3 +138,114 @@ def test_presets_and_errors():
         knn_predict(x, y, xt * float("nan"), 5, 0.1, 5)
     with pytest.raises(ValueError, match="test_labels must have shape"):
         knn_accuracy(x, y, xt, yt[:3], 5, 0.1, 5)
+
+
+def naive_weighted_mean(train, targets, test, k, temperature):
+    """Σ w_j y_j / Σ w_j with w_j = exp(sim_j / T) over the k most cosine-similar rows, numpy float64 loop."""
+    bank = train.numpy().astype(np.float64)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    y = targets.numpy().astype(np.float64).reshape(len(bank), -1)
+    out = []
+    for q in test.numpy().astype(np.float64):
+        sims = bank @ (q / np.linalg.norm(q))  # [N]
+        top = np.argsort(-sims, kind="stable")[:k]
+        w = np.exp(sims[top] / temperature)  # no max-subtraction: fine for T >= 0.05
+        out.append((w[:, None] * y[top]).sum(0) / w.sum())
+    return np.stack(out)  # [M, T]
+
+
+def regression_problem(n=300, m=80, d=12, outputs=3, seed=0):
+    """Targets are a smooth function of the feature direction (what cosine kNN can recover) plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    x, xt = torch.randn(n, d, generator=g), torch.randn(m, d, generator=g)
+    proj = torch.randn(d, outputs, generator=g)
+    y = torch.tanh(torch.nn.functional.normalize(x, dim=1) @ proj) + 0.1 * torch.randn(
+        n, outputs, generator=g
+    )
+    yt = torch.tanh(torch.nn.functional.normalize(xt, dim=1) @ proj)
+    return x, y, xt, yt
+
+
+@pytest.mark.parametrize("k, temperature", [(1, 0.07), (7, 0.5), *KNN_PRESETS.values(), (300, 1.0)])
+def test_regression_matches_naive_loop(k, temperature):
+    x, y, xt, _ = regression_problem()
+    pred = knn_regression(x, y, xt, k=k, temperature=temperature)
+    assert pred.shape == (80, 3) and pred.dtype == torch.float64
+    np.testing.assert_allclose(
+        pred.numpy(), naive_weighted_mean(x, y, xt, k, temperature), rtol=1e-5, atol=1e-6
+    )
+    # [N] targets give [M] predictions, equal to the first column of the multi-output case
+    single = knn_regression(x, y[:, 0], xt, k=k, temperature=temperature)
+    assert single.shape == (80,)
+    torch.testing.assert_close(single, pred[:, 0], rtol=1e-12, atol=1e-12)
+
+
+def test_regression_defaults_are_the_dino_preset_and_it_predicts():
+    x, y, xt, yt = regression_problem(n=2000, seed=1)
+    pred = knn_regression(x, y, xt)
+    np.testing.assert_allclose(pred.numpy(), naive_weighted_mean(x, y, xt, 20, 0.07), rtol=1e-5, atol=1e-6)
+    # far better than predicting the training mean
+    assert (pred.float() - yt).square().mean() < 0.3 * (y.mean(0) - yt).square().mean()
+
+
+def test_regression_temperature_limits():
+    x, y, xt, _ = regression_problem(seed=2)
+    _, idx = knn_search(x, xt, 15)
+    # huge T: every weight is 1, the plain mean of the k neighbours
+    torch.testing.assert_close(
+        knn_regression(x, y, xt, 15, 1e9), y.double()[idx].mean(1), rtol=1e-6, atol=1e-9
+    )
+    # tiny T: exp(sim / T) overflows without the max-subtraction; the prediction is the nearest target
+    tiny = knn_regression(x, y, xt, 15, 1e-8)
+    assert torch.isfinite(tiny).all()
+    torch.testing.assert_close(tiny, y.double()[idx[:, 0]], rtol=0, atol=1e-12)
+    # and the weighting matters at the preset
+    assert (knn_regression(x, y, xt, 15, 0.07) - y.double()[idx].mean(1)).abs().max() > 1e-3
+
+
+def test_regression_k_larger_than_bank_is_clamped_with_a_warning():
+    x, y, xt, _ = regression_problem(n=30, seed=3)
+    with pytest.warns(UserWarning, match="exceeds the bank of 30"):
+        pred = knn_regression(x, y, xt, 200, 0.1)
+    torch.testing.assert_close(pred, knn_regression(x, y, xt, 30, 0.1))
+
+
+@pytest.mark.parametrize("k, temperature", [(1, 0.07), (10, 0.2), *KNN_PRESETS.values()])
+def test_multilabel_scores_match_naive_loop(k, temperature):
+    x, y, xt, _ = regression_problem(seed=4, outputs=6)
+    labels = (y > 0.2).to(torch.int64)  # [N, 6] in {0, 1}
+    scores = knn_multilabel_scores(x, labels, xt, k, temperature)
+    assert scores.shape == (80, 6) and scores.min() >= 0 and scores.max() <= 1 + 1e-12
+    np.testing.assert_allclose(
+        scores.numpy(), naive_weighted_mean(x, labels, xt, k, temperature), rtol=1e-5, atol=1e-6
+    )
+    # bool and float labels give the same scores
+    torch.testing.assert_close(knn_multilabel_scores(x, labels.bool(), xt, k, temperature), scores)
+    torch.testing.assert_close(knn_multilabel_scores(x, labels.float(), xt, k, temperature), scores)
+
+
+def test_multilabel_one_neighbour_copies_its_labels():
+    x, y, xt, _ = regression_problem(seed=5, outputs=4)
+    labels = (y > 0).float()
+    _, idx = knn_search(x, xt, 1)
+    assert torch.equal(knn_multilabel_scores(x, labels, xt, 1, 0.07), labels.double()[idx[:, 0]])
+
+
+def test_regression_and_multilabel_errors():
+    x, y, xt, _ = regression_problem()
+    with pytest.raises(ValueError, match=r"train_targets must have shape \[300\] or \[300, T\]"):
+        knn_regression(x, y[:10], xt)
+    with pytest.raises(ValueError, match="train_targets holds NaN or inf; drop or impute"):
+        knn_regression(x, torch.where(y > 1.0, float("nan"), y), xt)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        knn_regression(x, y, xt, 5, -1.0)
+    with pytest.raises(ValueError, match="D=12 but test_feats have D=5"):
+        knn_regression(x, y, xt[:, :5])
+    with pytest.raises(ValueError, match="test_feats holds NaN"):
+        knn_regression(x, y, xt * float("nan"))
+    with pytest.raises(ValueError, match="must be 0 or 1; binarise them"):
+        knn_multilabel_scores(x, y, xt, 5, 0.1)
+    with pytest.raises(ValueError, match=r"must be \[N, L\].*use shape \[N, 1\]"):
+        knn_multilabel_scores(x, (y[:, 0] > 0).float(), xt, 5, 0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        knn_multilabel_scores(x[:0], (y[:0] > 0).float(), xt, 5, 0.1)

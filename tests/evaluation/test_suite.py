@@ -1,8 +1,10 @@
-"""Suites: schema validation with messages that name the key, and the digits suite end to end."""
+"""Suites: schema validation with messages that name the key, every protocol end to end on digits,
+label noise on the training labels only, other task kinds (regression, multi-label, graph nodes)."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,19 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ssl_platform.config import ConfigError
+from ssl_platform.data.datasets import Digits
+from ssl_platform.evaluation import noise as noise_lib
 from ssl_platform.evaluation.report import KEYS
-from ssl_platform.evaluation.suite import labelled_subset, load_suite, run_suite
+from ssl_platform.evaluation.suite import PROTOCOLS, labelled_subset, load_suite, random_subset, run_suite
 from ssl_platform.models.backbones import create_backbone
 
 EVAL = Path(__file__).resolve().parents[2] / "eval"
 DIGITS = EVAL / "digits.yaml"
+# the shipped suite cut down to seconds: a short λ sweep, few probe epochs, a few engine steps
+QUICK = [
+    "linear.lambdas=[1.0e-4,1.0e-2,1.0]", "probe.epochs=3", "finetune.epochs=1", "finetune.min_steps=2",
+    "linear_sgd.epochs=1", "linear_sgd.min_steps=2",
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,46 +55,55 @@ class PixelBackbone(nn.Module):
 
 def tiny_random_backbone():
     torch.manual_seed(0)
-    return create_backbone(
-        "resnet18", small_input=True, in_chans=1, channels=[8, 16, 32, 64], zero_init_last=False
-    )
+    return create_backbone("resnet18", small_input=True, in_chans=1, channels=[8, 16, 32, 64], zero_init_last=False)
 
 
 @pytest.mark.parametrize("suite", sorted(EVAL.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_suite_validates_and_starts_with_its_command(suite):
     cfg = load_suite(suite)
-    assert (
-        suite.read_text().splitlines()[0]
-        == f"# python -m ssl_platform eval eval/{suite.name} backbone=random"
-    )
-    assert set(cfg.eval.protocols) == {"knn", "linear"} and list(cfg.knn.presets) == [
-        "k20_t0.07",
-        "k200_t0.1",
-    ]
+    assert suite.read_text().splitlines()[0].startswith(f"# python -m ssl_platform eval eval/{suite.name} backbone=")
+    assert set(cfg.eval.protocols) <= set(PROTOCOLS) and list(cfg.knn.presets) == ["k20_t0.07", "k200_t0.1"]
     assert cfg.random_backbone.in_chans == 1 and cfg.random_backbone.small_input
+
+
+def test_the_quick_suite_has_every_protocol_two_noise_rates_and_the_robust_methods():
+    cfg = load_suite(DIGITS)
+    assert list(cfg.eval.protocols) == list(PROTOCOLS) and len(cfg.noise.rates) == 2
+    assert set(cfg.robust.methods) == {"none", "gce", "sce", "elr", "nmtune"}
 
 
 def test_defaults_are_filled_and_overrides_apply():
     cfg = load_suite(DIGITS, ["eval.seeds=[4,5]", "linear.max_iter=50"])
     assert list(cfg.eval.seeds) == [4, 5] and cfg.linear.max_iter == 50
-    assert cfg.linear.val_fraction == 0.2 and cfg.eval.label_fractions == [1.0]
+    assert cfg.linear.val_fraction == 0.2 and cfg.probe.lr == 1e-3 and cfg.finetune.layer_decay is None
+    assert cfg.tasks.digits.kind == "classification" and cfg.tasks.digits.noise is True
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("epochs=3", r"unknown key 'epochs'; valid keys: eval, knn, linear, name"),
+        ("epochs=3", r"unknown key 'epochs'; valid keys: eval, finetune, knn, linear, linear_sgd, name, noise"),
         ("eval.sedes=[1]", r"unknown key eval.'sedes' \(did you mean 'seeds'\?\)"),
         ("linear.lambda=0.1", r"unknown key linear.'lambda' \(did you mean 'lambdas'\?\)"),
         ("knn.k=5", r"unknown key knn.'k'; valid keys: presets"),
-        ("tasks.digits.val=1", r"unknown key tasks.digits.'val'; valid keys: test, train, transform"),
+        ("tasks.digits.vall=1", r"unknown key tasks.digits.'vall' \(did you mean 'val'\?\)"),
         ("tasks.digits.train.splt=test", r"unknown key tasks.digits.train.'splt' \(did you mean 'split'\?\)"),
-        ("eval.protocols=[knn,finetune]", r"unknown protocol 'finetune'; valid protocols: knn, linear"),
-        ("knn.presets=[k10_t0.07]", r"unknown preset 'k10_t0.07'; valid presets: k20_t0.07, k200_t0.1"),
+        ("eval.protocols=[knn,finetuning]", r"eval.protocols: unknown value 'finetuning'; valid values: knn, linear"),
+        ("knn.presets=[k10_t0.07]", r"unknown value 'k10_t0.07'; valid values: k20_t0.07, k200_t0.1"),
         ("eval.label_fractions=[0.0]", r"eval.label_fractions: 0.0 is not in \(0, 1\]"),
         ("eval.seeds=[0,0]", r"eval.seeds must be distinct integers"),
         ("linear.val_fraction=1.5", r"linear.val_fraction must be in \(0, 1\)"),
         ("random_backbone.name=resnet_nope", r"random_backbone.name 'resnet_nope' is not a timm model"),
+        ("noise.kinds=[symetric]", r"noise.kinds: unknown value 'symetric'; valid values: symmetric, asymmetric"),
+        ("noise.rates=[]", r"noise.kinds and noise.rates go together"),
+        ("noise.rates=[1.5]", r"noise.rates: 1.5 is not in \(0, 1\]"),
+        ("noise.convention=both", r"noise.convention: unknown value 'both'; valid values: exclusive, inclusive"),
+        ("robust.methods=[coteach]", r"robust.methods: unknown value 'coteach'; valid values: none, gce"),
+        ("finetune.losses=[nmtune]", r"finetune.losses: unknown value 'nmtune'; valid values: none, gce, sce, elr"),
+        ("linear_sgd.optimizer=lamb", r"linear_sgd.optimizer: unknown value 'lamb'; valid values: adamw, sgd"),
+        ("tasks.digits.kind=ranking", r"tasks.digits.kind: 'ranking' is not one of classification, regression"),
+        ("tasks.digits.protocols=[knn,nope]", r"tasks.digits.protocols \(a subset of eval.protocols\)"),
+        ("tasks.digits.kind=regression", r"tasks.digits is a regression task and cannot run \['probe', 'linear_sgd'"),
     ],
 )
 def test_bad_keys_and_values_fail_naming_them(override, message):
@@ -93,7 +111,12 @@ def test_bad_keys_and_values_fail_naming_them(override, message):
         load_suite(DIGITS, [override])
 
 
-def test_a_task_must_have_all_three_components(tmp_path):
+def test_noise_on_a_regression_task_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"label noise is defined for classification.*tasks.digits.noise=false"):
+        load_suite(DIGITS, ["tasks.digits.kind=regression", "tasks.digits.protocols=[knn,linear]"])
+
+
+def test_a_task_must_have_its_three_components(tmp_path):
     cfg = OmegaConf.load(DIGITS)
     del cfg.tasks.digits.transform
     OmegaConf.save(cfg, tmp_path / "suite.yaml")
@@ -102,9 +125,7 @@ def test_a_task_must_have_all_three_components(tmp_path):
     cfg = OmegaConf.load(DIGITS)
     cfg.tasks.digits.transform.size = "???"
     OmegaConf.save(cfg, tmp_path / "suite.yaml")
-    with pytest.raises(
-        ConfigError, match=r"tasks.digits.transform.size has no value; set it on the command line"
-    ):
+    with pytest.raises(ConfigError, match=r"tasks.digits.transform.size has no value; set it on the command line"):
         load_suite(tmp_path / "suite.yaml")
     cfg.tasks = {}
     OmegaConf.save(cfg, tmp_path / "suite.yaml")
@@ -112,39 +133,69 @@ def test_a_task_must_have_all_three_components(tmp_path):
         load_suite(tmp_path / "suite.yaml")
 
 
-def test_digits_suite_end_to_end_with_a_random_backbone(tmp_path):
-    # the suite as shipped, with a shorter λ sweep and two seeds so the test takes seconds
-    cfg = load_suite(DIGITS, ["eval.seeds=[0,1]", "linear.lambdas=[1.0e-4,1.0e-2,1.0]"])
+def by_setting(rows):
+    return {(r["protocol"], r["robust"], r["label_fraction"], r["noise_kind"], r["noise_rate"], r["seed"], r["metric"]):
+            r for r in rows}
+
+
+@pytest.mark.slow
+def test_digits_suite_runs_every_protocol_under_noise_and_writes_the_report(tmp_path):
+    cfg = load_suite(DIGITS, QUICK + ["robust.methods=[none,elr]", "finetune.losses=[none,gce]"])
     backbone = tiny_random_backbone().train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
     rows = run_suite(cfg, backbone, "random", tmp_path / "out")
-    assert backbone.training  # handed back as it came
-    seeds, settings = (
-        [0, 1],
-        {("knn_k20_t0.07", "top1"), ("knn_k200_t0.1", "top1"), ("linear", "top1"), ("linear", "lambda")},
-    )
-    assert len(rows) == len(seeds) * len(settings)
-    assert {(r["protocol"], r["metric"]) for r in rows} == settings and {r["seed"] for r in rows} == set(
-        seeds
-    )
+    assert backbone.training and all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    # every protocol x robust variant, at every fraction x noise setting
+    variants = {("knn_k20_t0.07", "none", "top1"), ("knn_k200_t0.1", "none", "top1"), ("linear", "none", "top1"),
+                ("linear", "none", "lambda"), ("probe", "none", "top1"), ("probe", "elr", "top1"),
+                ("linear_sgd", "none", "top1"), ("finetune", "none", "top1"), ("finetune", "gce", "top1")}
+    settings = {(f, kind, rate) for f in (0.1, 1.0) for kind, rate in [("none", 0.0), ("symmetric", 0.2),
+                                                                           ("symmetric", 0.4)]}
+    assert len(rows) == len(variants) * len(settings)
+    assert {(r["protocol"], r["robust"], r["metric"]) for r in rows} == variants
+    assert {(r["label_fraction"], r["noise_kind"], r["noise_rate"]) for r in rows} == settings
+    for row in rows:  # exclusive symmetric noise on a class-balanced subset: realised = nominal up to rounding
+        assert abs(row["noise_rate_realised"] - row["noise_rate"]) < 0.01
+        assert list(row) == list(KEYS) and row["backbone_sha256"] == "" and row["git_sha"]
+    clean = by_setting(rows)
+    assert clean[("linear", "none", 1.0, "none", 0.0, 0, "top1")]["value"] > 50.0  # the random net is a real one
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in lines] == rows and all(list(r) == list(KEYS) for r in rows)
-    for row in rows:
-        assert row["task"] == "digits" and row["backbone"] == "random" and row["noise_kind"] == "none"
-        if row["metric"] == "top1":
-            assert 20.0 < row["value"] <= 100.0  # a random conv net is far above chance (10%) on digits
+    assert [json.loads(line) for line in lines] == rows
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "ddof=1" in summary and summary.count("| random | digits |") == len(settings)
-    assert all(f"| {p} |" in summary for p, _ in settings) and "| 2 |" in summary
+    assert "symmetric 0.4 (realised 0.400)" in summary and "| finetune | 1 | none | gce | top1 |" in summary
+    plots = sorted(p.name for p in (tmp_path / "out" / "plots").glob("*.png"))
+    assert plots == ["digits-top1-fraction.png", "digits-top1-noise.png"]
+    assert "](plots/digits-top1-noise.png)" in summary
+    # each fine-tuning run is an engine run directory named by its setting
+    assert (tmp_path / "out" / "runs" / "digits" / "f0.1-symmetric0.4-s0" / "finetune-gce" / "metrics.jsonl").exists()
     assert OmegaConf.load(tmp_path / "out" / "suite.yaml") == cfg
     with pytest.raises(FileExistsError, match="another out_dir"):
         run_suite(cfg, backbone, "random", tmp_path / "out")
 
 
+def test_noise_corrupts_the_training_labels_only_and_knn_sees_it(tmp_path):
+    """kNN with k=1 on pixels: every test point's nearest training image keeps its label unless the
+    noise flipped it, so accuracy falls by about the flip rate; the test labels are never touched."""
+    cfg = load_suite(DIGITS, ["eval.protocols=[knn]", "noise.rates=[0.5]", "eval.seeds=[0,1]"])
+    test_labels = torch.as_tensor(Digits("test").targets).clone()
+    rows = run_suite(cfg, PixelBackbone(), "pixels", tmp_path)
+    assert torch.equal(torch.as_tensor(Digits("test").targets), test_labels)
+    top1 = {(r["protocol"], r["noise_rate"], r["seed"]): r["value"] for r in rows if r["label_fraction"] == 1.0}
+    for seed in (0, 1):
+        clean, noisy = top1[("knn_k20_t0.07", 0.0, seed)], top1[("knn_k20_t0.07", 0.5, seed)]
+        assert noisy < clean - 3.0  # 50% flipped labels cost the weighted 20-NN vote accuracy...
+        assert noisy > 60.0  # ...but the majority of a neighbourhood is still right
+    # the noisy labels depend only on (labels, kind, rate, seed): the same for any backbone
+    y = torch.as_tensor(Digits("train").targets)
+    a = noise_lib.corrupt(y, "symmetric", 0.5, 10, seed=0)
+    assert a.sha256 == noise_lib.corrupt(y.clone(), "symmetric", 0.5, 10, seed=0).sha256
+
+
 def test_pixel_features_are_a_strong_baseline_and_extracted_once(tmp_path):
     """Sanity anchor: kNN and the linear probe on raw digits pixels are well above 90%."""
-    cfg = load_suite(
-        DIGITS, ["eval.seeds=[0,1]", "eval.batch_size=500", "linear.lambdas=[1.0e-3,1.0e-2,1.0e-1]"]
-    )
+    cfg = load_suite(DIGITS, ["eval.protocols=[knn,linear]", "noise.kinds=[]", "noise.rates=[]",
+                              "eval.label_fractions=[1.0]", "eval.seeds=[0,1]", "eval.batch_size=500",
+                              "linear.lambdas=[1.0e-3,1.0e-2,1.0e-1]"])
     backbone = PixelBackbone()
     rows = run_suite(cfg, backbone, "pixels", tmp_path)
     top1 = {(r["protocol"], r["seed"]): r["value"] for r in rows if r["metric"] == "top1"}
@@ -152,12 +203,11 @@ def test_pixel_features_are_a_strong_baseline_and_extracted_once(tmp_path):
     assert top1[("knn_k20_t0.07", 0)] == top1[("knn_k20_t0.07", 1)]  # kNN on all labels has no randomness
     # 1347 train + 450 test images in batches of 500: 3 + 1 forward passes for 2 seeds x 3 protocols
     assert backbone.calls == 4
-    knn_only = load_suite(DIGITS, ["eval.seeds=[0,1]", "eval.protocols=[knn]"])
+    knn_only = load_suite(DIGITS, ["eval.seeds=[0,1]", "eval.protocols=[knn]", "noise.kinds=[]", "noise.rates=[]",
+                                   "eval.label_fractions=[1.0]"])
     rows_again = run_suite(knn_only, PixelBackbone(), "pixels", tmp_path, overwrite=True)
     assert rows_again == [r for r in rows if r["protocol"].startswith("knn")]  # deterministic
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(
-        rows_again
-    )  # replaced, not appended
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(rows_again)  # replaced
 
 
 def test_label_fractions_are_class_balanced_subsets(tmp_path):
@@ -166,10 +216,126 @@ def test_label_fractions_are_class_balanced_subsets(tmp_path):
     assert torch.bincount(labels[subset], minlength=10).tolist() == [3] * 10
     assert not torch.equal(subset, labelled_subset(labels, 0.1, seed=1))
     assert torch.equal(labelled_subset(labels, 1.0, seed=5), torch.arange(300))
-    cfg = load_suite(DIGITS, ["eval.label_fractions=[0.1,1.0]", "eval.seeds=[0]", "eval.protocols=[knn]"])
+    assert len(random_subset(300, 0.1, seed=0)) == 30 and torch.equal(random_subset(300, 1.0, 0), torch.arange(300))
+    cfg = load_suite(DIGITS, ["eval.seeds=[0]", "eval.protocols=[knn]", "noise.kinds=[]", "noise.rates=[]"])
     with pytest.warns(UserWarning, match="k=200 exceeds the bank of 135 samples"):
         rows = run_suite(cfg, PixelBackbone(), "pixels", tmp_path)
     by_fraction = {(r["label_fraction"], r["protocol"]): r["value"] for r in rows}
     assert set(by_fraction) == {(f, p) for f in (0.1, 1.0) for p in ("knn_k20_t0.07", "knn_k200_t0.1")}
     # 135 labels bring k=200 down to the whole bank: its weighted vote degrades more than k=20's
     assert by_fraction[(0.1, "knn_k20_t0.07")] < by_fraction[(1.0, "knn_k20_t0.07")]
+
+
+# Task kinds beyond classification plug in through a dataset's targets and, for graphs, an extractor.
+# The datasets live in a module written to tmp_path, as a user's own package would.
+USER_MODULE = textwrap.dedent('''
+    import torch
+    from types import SimpleNamespace
+    from ssl_platform.data.datasets import Digits
+
+    class DigitValue(Digits):
+        """Regression: the digit's value as a float, [N] targets."""
+        def __getitem__(self, i):
+            image, label = super().__getitem__(i)
+            return image, float(label)
+
+    class DigitAttributes(Digits):
+        """Multi-label: (even, larger than 4, prime) as a 0/1 vector."""
+        def __getitem__(self, i):
+            image, label = super().__getitem__(i)
+            return image, [float(label % 2 == 0), float(label > 4), float(label in (2, 3, 5, 7))]
+
+    def two_rings(n=120, seed=0):
+        """Two communities of 60 nodes: dense inside, a few edges across; features are noisy labels."""
+        g = torch.Generator().manual_seed(seed)
+        y = torch.arange(n) % 2
+        src, dst = torch.randint(0, n, (2, 8 * n), generator=g)
+        keep = (y[src] == y[dst]) | (torch.rand(8 * n, generator=g) < 0.05)
+        x = torch.nn.functional.one_hot(y, 2).float() + 1.5 * torch.randn(n, 2, generator=g)
+        return SimpleNamespace(x=x, edge_index=torch.stack([src[keep], dst[keep]]), y=y)
+
+    class NodeSplit:
+        """One split of a node-level task: the whole graph plus this split's node indices."""
+        def __init__(self, split):
+            self.graph = two_rings()
+            order = torch.randperm(120, generator=torch.Generator().manual_seed(1))
+            self.nodes = order[:60] if split == "train" else order[60:]
+            self.classes = ["a", "b"]
+''')
+
+
+class MeanAggregation(nn.Module):
+    """A parameter-free GNN layer: each node's features averaged with its neighbours', three times."""
+
+    def forward(self, x, edge_index):
+        n = x.shape[0]
+        for _ in range(3):
+            total = torch.zeros_like(x).index_add_(0, edge_index[1], x[edge_index[0]]) + x
+            degree = torch.bincount(edge_index[1], minlength=n).clamp(min=0).float()[:, None] + 1
+            x = total / degree
+        return x
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "user_tasks.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "user_tasks"
+
+
+def suite_with_task(tmp_path, task: dict, protocols=("knn", "linear")):
+    cfg = {"name": "kinds", "tasks": {"t": task},
+           "eval": {"protocols": list(protocols), "seeds": [0], "label_fractions": [1.0]},
+           "linear": {"lambdas": [1.0e-4, 1.0e-2, 1.0]}}
+    path = tmp_path / "suite.yaml"
+    OmegaConf.save(OmegaConf.create(cfg), path)
+    return load_suite(path)
+
+
+def test_regression_task_reports_rmse_and_r2(tmp_path, user_module):
+    eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
+    cfg = suite_with_task(tmp_path, {
+        "kind": "regression", "transform": eval8,
+        "train": {"_component_": f"{user_module}.DigitValue", "split": "train"},
+        "test": {"_component_": f"{user_module}.DigitValue", "split": "test"},
+    })
+    rows = run_suite(cfg, PixelBackbone(), "pixels", tmp_path / "out")
+    metrics = {(r["protocol"], r["metric"]): r["value"] for r in rows}
+    assert set(metrics) == {(p, m) for p in ("knn_k20_t0.07", "knn_k200_t0.1", "linear") for m in ("rmse", "r2")} | {
+        ("linear", "lambda")}
+    # predicting the digit's value from pixels: far better than the mean (R² 0, RMSE ≈ 2.87)
+    assert metrics[("knn_k20_t0.07", "r2")] > 0.8 and metrics[("linear", "r2")] > 0.5
+    assert metrics[("knn_k20_t0.07", "rmse")] < 1.5
+    assert {r["noise_kind"] for r in rows} == {"none"}
+
+
+def test_multilabel_task_reports_map(tmp_path, user_module):
+    eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
+    cfg = suite_with_task(tmp_path, {
+        "kind": "multilabel", "transform": eval8,
+        "train": {"_component_": f"{user_module}.DigitAttributes", "split": "train"},
+        "test": {"_component_": f"{user_module}.DigitAttributes", "split": "test"},
+    })
+    rows = run_suite(cfg, PixelBackbone(), "pixels", tmp_path / "out")
+    metrics = {(r["protocol"], r["metric"]): r["value"] for r in rows}
+    assert {m for _, m in metrics} == {"map", "lambda"}
+    assert metrics[("linear", "map")] > 85.0 and metrics[("knn_k20_t0.07", "map")] > 85.0
+
+
+def test_node_level_graph_task_through_an_extractor(tmp_path, user_module):
+    node = {"_component_": f"{user_module}.NodeSplit"}
+    cfg = suite_with_task(tmp_path, {
+        "train": {**node, "split": "train"}, "test": {**node, "split": "test"},
+        "transform": {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8},  # unused by graphs
+        "extractor": "ssl_platform.evaluation.features.extract_node_features",
+    }, protocols=("knn", "linear", "probe"))
+    aggregated = run_suite(cfg, MeanAggregation(), "gnn", tmp_path / "gnn")
+    raw = run_suite(cfg, IdentityGNN(), "raw", tmp_path / "raw")
+    acc = {(r["backbone"], r["protocol"]): r["value"] for r in aggregated + raw if r["metric"] == "top1"}
+    # message passing over the communities denoises the features: the probe on them is better
+    assert acc[("gnn", "linear")] > acc[("raw", "linear")] + 10.0 and acc[("gnn", "linear")] > 90.0
+
+
+class IdentityGNN(nn.Module):
+    def forward(self, x, edge_index):
+        return x
