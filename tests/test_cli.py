@@ -1,5 +1,6 @@
 """The command line: dry runs, error messages instead of tracebacks, eval backbone resolution."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -61,11 +62,16 @@ def test_pretrain_then_eval_run_dir_and_its_random_twin(tmp_path):
     subprocess.run([sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml",
                     f"train.out_dir={run}", "train.max_steps=2"], cwd=ROOT, check=True, capture_output=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "ssl_platform", "eval", str(ROOT / "eval/digits.yaml"), f"backbone={run},random:{run}"],
+        [sys.executable, "-m", "ssl_platform", "eval", str(ROOT / "eval/digits.yaml"), f"backbone={run},random:{run}",
+         "eval.protocols=[knn,linear]", "noise.kinds=[]", "noise.rates=[]"],
         cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for name in ("run", "random-run"):
+    sha = hashlib.sha256((run / "backbone.safetensors").read_bytes()).hexdigest()
+    for name, identity in (("run", sha), ("random-run", "")):
         rows = [json.loads(line) for line in (tmp_path / "runs/eval" / f"digits-{name}" / "results.jsonl").open()]
-        assert {r["backbone"] for r in rows} == {name}
+        assert {(r["backbone"], r["backbone_sha256"]) for r in rows} == {(name, identity)}
         assert {r["protocol"] for r in rows} == {"knn_k20_t0.07", "knn_k200_t0.1", "linear"}
     assert "run" in proc.stdout and "random-run" in proc.stdout  # the comparison table
+    both = tmp_path / "runs/eval/digits-compare"
+    assert "| metric | run | random-run |" in (both / "compare.md").read_text()  # one column per backbone
+    assert (both / "plots" / "digits-top1-fraction.png").exists()  # one line per backbone x protocol
