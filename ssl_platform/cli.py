@@ -76,7 +76,8 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from ssl_platform import distributed
-    from ssl_platform.evaluation.report import compare, write_plots
+    from ssl_platform.evaluation.plots import write_plots
+    from ssl_platform.evaluation.report import compare
     from ssl_platform.evaluation.suite import load_suite, run_suite
 
     plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite="))]

@@ -212,7 +212,7 @@ def knn_multilabel_scores(
         k, temperature: as in `knn_regression`.
 
     Returns:
-        [M, L] float64 scores in [0, 1]; rank them with `linear.mean_average_precision`.
+        [M, L] float64 scores in [0, 1]; rank them with `multilabel.mean_average_precision`.
     """
     if temperature <= 0:
         raise ValueError(f"knn: temperature must be > 0, got {temperature}")

@@ -16,17 +16,8 @@ Labels may be any integers: the probe's classes are the distinct training labels
 need not start at 0 or be contiguous. A test sample whose class never occurs in training cannot be
 predicted and counts as an error.
 
-Two more task kinds share the protocol (standardise, sweep λ on a validation split carved from train,
-refit on train + validation, score test once), with a random split since there are no classes:
-
-- regression (`ridge_probe`), targets [N] or [N, T]: closed-form ridge, `mean_i ||y_i - W x_i - b||² +
-  λ ||W||²_F` (b not regularised), so each output is scikit-learn's `Ridge` with `alpha = λ n`. Metrics:
-  RMSE over all entries and R² averaged uniformly over outputs (`regression_metrics`).
-- multi-label (`multilabel_probe`), targets [N, L] in {0, 1}: one-vs-rest logistic regression fitted
-  jointly, `Σ_l mean_i BCE(x_i w_l + b_l, y_il) + (λ / 2) ||W||²`. Summing over labels keeps every label
-  an independent binary probe with the convention above (`C = 1 / (λ n)` in scikit-learn) whatever L is.
-  Metric: mAP, the macro mean over labels of average precision (`mean_average_precision`); labels with
-  no positive in the evaluated set have no AP and are skipped, with a warning.
+The regression (`regression.py`) and multi-label (`multilabel.py`) probes follow the same protocol
+with a random validation split (`random_split`), sharing the input checks and the λ sweep below.
 
 - [0]: Kornblith et al., Do Better ImageNet Models Transfer Better?, 2019, https://arxiv.org/abs/1805.08974
 - [1]: Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, 2020,
@@ -36,13 +27,11 @@ refit on train + validation, score test once), with a random split since there a
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, mean_squared_error, r2_score
 from torch import Tensor
 
 # 9 values, one per decade of [1e-6, 1e2]: the paper's 45 values in [1e-6, 1e5] cost 5x more for
@@ -67,41 +56,6 @@ class LinearProbeResult:
     test_accuracy: float
     n_train: int
     classes: list[int]
-
-
-@dataclasses.dataclass
-class RegressionProbeResult:
-    """What `ridge_probe` measured.
-
-    Attributes:
-        best_lambda: the λ with the lowest validation RMSE (`mean ||r||² + λ||W||²`; sklearn `alpha = λ n`).
-        val_rmse: λ -> validation RMSE of the model fitted on the rest of train.
-        test_rmse, test_r2: `regression_metrics` on test of the best λ refitted on train + validation.
-        n_train: samples of the refit.
-    """
-
-    best_lambda: float
-    val_rmse: dict[float, float]
-    test_rmse: float
-    test_r2: float
-    n_train: int
-
-
-@dataclasses.dataclass
-class MultilabelProbeResult:
-    """What `multilabel_probe` measured.
-
-    Attributes:
-        best_lambda: the λ with the highest validation mAP (sklearn's `C = 1 / (best_lambda * n_train)`).
-        val_map: λ -> validation mAP % of the model fitted on the rest of train.
-        test_map: mAP % on test of the best λ refitted on train + validation.
-        n_train: samples of the refit.
-    """
-
-    best_lambda: float
-    val_map: dict[float, float]
-    test_map: float
-    n_train: int
 
 
 def standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
@@ -179,34 +133,6 @@ def fit_logistic_regression(
     return _fit_lbfgs(x, num_classes, lambda logits: F.cross_entropy(logits, y), lam, max_iter, tol, init)
 
 
-def fit_multilabel_logistic_regression(
-    x: Tensor,
-    y: Tensor,
-    lam: float,
-    max_iter: int = 1000,
-    tol: float = 1e-4,
-    init: tuple[Tensor, Tensor] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Minimise Σ_l mean_i BCE(x_i w_l + b_l, y_il) + (λ/2)||W||², all L labels in one L-BFGS run.
-
-    The objective is a sum of independent per-label problems, so this is one-vs-rest logistic
-    regression; `tol` bounds each label's gradient as it would in a separate fit.
-
-    Args:
-        x: [N, D] features (standardised by the caller), float64 recommended.
-        y: [N, L] float targets in {0, 1}.
-        lam, max_iter, tol, init: as in `fit_logistic_regression` (init is ([D, L], [L])).
-
-    Returns:
-        weight: [D, L], bias: [L], detached.
-    """
-
-    def loss(logits: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(y)
-
-    return _fit_lbfgs(x, y.shape[1], loss, lam, max_iter, tol, init)
-
-
 def _fit_lbfgs(
     x: Tensor,
     num_outputs: int,
@@ -270,8 +196,12 @@ def linear_probe(
     max_iter: int = 1000,
     tol: float = 1e-4,
     device: str | torch.device = "cpu",
+    val: tuple[Tensor, Tensor] | None = None,
 ) -> LinearProbeResult:
     """Sweep λ on a stratified validation split, refit on all of train, report test top-1.
+
+    With `val` (a task's own validation split), λ is swept on it instead and the refit uses
+    train + val, as the Kornblith protocol does for datasets that ship a validation split.
 
     The sweep runs from the largest λ down, each fit warm-started from the previous one (the
     regularisation path is smooth, so this saves most iterations). Ties in validation accuracy go to
@@ -287,10 +217,14 @@ def linear_probe(
         max_iter: L-BFGS iterations per fit.
         tol: L-BFGS gradient tolerance (the default 1e-4 is scikit-learn's, in the same mean-loss units).
         device: where to fit.
+        val: optional (feats [V, D], labels [V]); `val_fraction` is then unused.
 
     Returns:
         LinearProbeResult.
     """
+    n_own = len(train_feats)
+    if val is not None:
+        train_feats, train_labels = torch.cat([train_feats, val[0]]), torch.cat([train_labels, val[1]])
     if len(lambdas) == 0:
         raise ValueError("linear probe: lambdas is empty; give at least one λ (e.g. the default LAMBDAS)")
     x_train = train_feats.detach().to(device, torch.float64)  # [N, D]
@@ -302,7 +236,10 @@ def linear_probe(
             f"linear probe: training labels hold {len(classes)} class(es); at least 2 are needed"
         )
     y_train, y_test = _encode(train_labels, classes), _encode(test_labels.to(device, torch.int64), classes)
-    fit_idx, val_idx = (i.to(device) for i in stratified_split(train_labels, val_fraction, seed))
+    if val is None:
+        fit_idx, val_idx = (i.to(device) for i in stratified_split(train_labels, val_fraction, seed))
+    else:
+        fit_idx, val_idx = torch.arange(n_own, device=device), torch.arange(n_own, len(train_labels), device=device)
     x_fit, x_val = standardise(x_train[fit_idx], x_train[val_idx])
     val_accuracy, params, best = {}, None, None
     for lam in sorted((float(v) for v in lambdas), reverse=True):
@@ -339,94 +276,6 @@ def random_split(n: int, val_fraction: float, seed: int = 0) -> tuple[Tensor, Te
         )
     perm = np.random.default_rng(seed).permutation(n)
     return torch.from_numpy(np.sort(perm[n_val:])), torch.from_numpy(np.sort(perm[:n_val]))
-
-
-def fit_ridge(x: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
-    """Closed-form minimiser of mean_i ||y_i - W x_i - b||² + λ||W||²_F, b unregularised.
-
-    Centring x and y removes b; the normal equations are then (XcᵀXc / n + λ I) W = Xcᵀ Yc / n,
-    scikit-learn's `Ridge(alpha=λ n)`. λ = 0 gives the minimum-norm least-squares solution.
-
-    Args:
-        x: [N, D] features, float64 recommended.
-        y: [N, T] targets.
-        lam: λ >= 0.
-
-    Returns:
-        weight: [D, T], bias: [T].
-    """
-    if lam < 0:
-        raise ValueError(f"ridge probe: lambda must be >= 0, got {lam}")
-    x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
-    xc, yc = x - x_mean, y - y_mean
-    gram, rhs = xc.T @ xc / len(x), xc.T @ yc / len(x)  # [D, D], [D, T]
-    if lam > 0:
-        weight = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=x.dtype, device=x.device), rhs)
-    else:  # the Gram matrix may be singular (constant or collinear features)
-        weight = torch.linalg.pinv(gram, hermitian=True) @ rhs
-    return weight, y_mean - x_mean @ weight
-
-
-def regression_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
-    """RMSE and R² of predictions.
-
-    RMSE is the root of the mean squared error over all entries (sklearn's `mean_squared_error`, whose
-    uniform average over outputs is the same mean). R² is sklearn's `r2_score` averaged uniformly over
-    outputs; an output with constant targets scores 1 if predicted exactly and 0 otherwise.
-
-    Args:
-        pred, target: [M] or [M, T], the same shape, M >= 2.
-
-    Returns:
-        {"rmse": float, "r2": float}.
-    """
-    if pred.shape != target.shape or pred.ndim not in (1, 2):
-        raise ValueError(
-            f"regression metrics: pred and target must both be [M] or [M, T] of the same shape, got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    if len(pred) < 2:
-        raise ValueError(f"regression metrics: R² needs at least 2 samples, got {len(pred)}")
-    p, t = (v.detach().to("cpu", torch.float64).numpy() for v in (pred, target))
-    if not (np.isfinite(p).all() and np.isfinite(t).all()):
-        raise ValueError("regression metrics: pred or target holds NaN or inf; check the model and the data")
-    return {"rmse": float(np.sqrt(mean_squared_error(t, p))), "r2": float(r2_score(t, p))}
-
-
-def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
-    """mAP in percent: the macro mean over labels of sklearn's (non-interpolated) average precision.
-
-    Labels without a positive in `targets` have no AP; they are skipped with a warning saying how many.
-
-    Args:
-        scores: [M, L] real scores (higher = more likely), e.g. logits or probabilities.
-        targets: [M, L] in {0, 1}.
-
-    Returns:
-        mAP in [0, 100].
-    """
-    if scores.ndim != 2 or scores.shape != targets.shape or scores.numel() == 0:
-        raise ValueError(
-            f"mAP: scores and targets must be non-empty [M, L] of the same shape, got "
-            f"{tuple(scores.shape)} and {tuple(targets.shape)}; for one label use shape [M, 1]"
-        )
-    s, t = (v.detach().to("cpu", torch.float64).numpy() for v in (scores, targets))
-    if not np.isfinite(s).all():
-        raise ValueError("mAP: scores hold NaN or inf; check the model's output")
-    _check_binary(t, "mAP: targets")
-    has_pos = t.sum(axis=0) > 0
-    if not has_pos.any():
-        raise ValueError("mAP: no label has a positive sample, so mAP is undefined; evaluate on more samples")
-    if not has_pos.all():
-        warnings.warn(f"mAP: {int((~has_pos).sum())} of {len(has_pos)} labels have no positive; skipped")
-    return 100.0 * float(average_precision_score(t[:, has_pos], s[:, has_pos], average="macro"))
-
-
-def _check_binary(y: np.ndarray | Tensor, name: str) -> None:
-    if not ((y == 0) | (y == 1)).all():
-        raise ValueError(
-            f"{name} must be 0 or 1; binarise them (e.g. targets > 0), or use ridge_probe for real values"
-        )
 
 
 def _check_inputs(
@@ -477,98 +326,3 @@ def _sweep(
         if best is None or sign * scores[lam] > sign * scores[best[0]]:
             best = (lam, params)
     return scores, best[0], best[1]
-
-
-def ridge_probe(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    *,
-    lambdas: Sequence[float] = LAMBDAS,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-) -> RegressionProbeResult:
-    """Ridge regression probe: λ by validation RMSE on a random split, refit on all of train, score test.
-
-    Features are standardised with the statistics of the fitted part; targets are only centred (by the
-    intercept), so RMSE is in the targets' units. Everything is solved in closed form in float64.
-
-    Args:
-        train_x: [N, D] features; train_y: [N] or [N, T] float targets.
-        test_x: [M, D]; test_y: [M] or [M, T], M >= 2.
-        lambdas: λ values to sweep (`mean ||r||² + λ||W||²` convention; sklearn `alpha = λ n`).
-        val_fraction: share of train held out (at random) for the sweep.
-        seed: seed of the validation split.
-
-    Returns:
-        RegressionProbeResult.
-    """
-    x, y, x_test, y_test = _check_inputs(train_x, train_y, test_x, test_y, "ridge probe", "cpu")
-    fit_idx, val_idx = random_split(len(x), val_fraction, seed)
-    x_fit, x_val = standardise(x[fit_idx], x[val_idx])
-
-    def val_rmse(params: tuple[Tensor, Tensor]) -> float:
-        return (x_val @ params[0] + params[1] - y[val_idx]).square().mean().sqrt().item()
-
-    scores, best_lambda, _ = _sweep(
-        lambdas, lambda lam, _: fit_ridge(x_fit, y[fit_idx], lam), val_rmse, higher_is_better=False
-    )
-    x_all, x_test = standardise(x, x_test)
-    weight, bias = fit_ridge(x_all, y, best_lambda)
-    metrics = regression_metrics(x_test @ weight + bias, y_test)
-    return RegressionProbeResult(best_lambda, scores, metrics["rmse"], metrics["r2"], n_train=len(x))
-
-
-def multilabel_probe(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    *,
-    lambdas: Sequence[float] = LAMBDAS,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    max_iter: int = 1000,
-    tol: float = 1e-4,
-    device: str | torch.device = "cpu",
-) -> MultilabelProbeResult:
-    """One-vs-rest logistic probe: λ by validation mAP on a random split, refit on all of train, test mAP.
-
-    The sweep and refit run as in `linear_probe` (largest λ first, warm-started, ties to the larger λ,
-    float64), with `fit_multilabel_logistic_regression`. A label never positive (or never negative) in
-    the fitted part gets a large negative (positive) bias; labels without a positive in an evaluated
-    set are skipped by the mAP, with a warning.
-
-    Args:
-        train_x: [N, D] features; train_y: [N, L] in {0, 1}.
-        test_x: [M, D]; test_y: [M, L] in {0, 1}.
-        lambdas, max_iter, tol, device: as in `linear_probe`.
-        val_fraction: share of train held out (at random) for the sweep.
-        seed: seed of the validation split.
-
-    Returns:
-        MultilabelProbeResult.
-    """
-    if train_y.ndim != 2 or test_y.ndim != 2:
-        raise ValueError(
-            f"multilabel probe: targets must be [N, L], got {tuple(train_y.shape)} and "
-            f"{tuple(test_y.shape)}; for one label use shape [N, 1]"
-        )
-    x, y, x_test, y_test = _check_inputs(train_x, train_y, test_x, test_y, "multilabel probe", device)
-    _check_binary(y, "multilabel probe: train_y")
-    _check_binary(y_test, "multilabel probe: test_y")
-    fit_idx, val_idx = (i.to(device) for i in random_split(len(x), val_fraction, seed))
-    x_fit, x_val = standardise(x[fit_idx], x[val_idx])
-
-    def fit(lam: float, init: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
-        return fit_multilabel_logistic_regression(x_fit, y[fit_idx], lam, max_iter, tol, init)
-
-    def val_map(params: tuple[Tensor, Tensor]) -> float:
-        return mean_average_precision(x_val @ params[0] + params[1], y[val_idx])
-
-    scores, best_lambda, best_params = _sweep(lambdas, fit, val_map, higher_is_better=True)
-    x_all, x_test = standardise(x, x_test)
-    weight, bias = fit_multilabel_logistic_regression(x_all, y, best_lambda, max_iter, tol, init=best_params)
-    test_map = mean_average_precision(x_test @ weight + bias, y_test)
-    return MultilabelProbeResult(best_lambda, scores, test_map, n_train=len(x))

@@ -7,13 +7,11 @@ because "symmetric 40%" means different things in different codebases. Each row 
 produced it: the backbone file's sha256 (`""` for a random init) and the code's git sha, so a
 number in a table can be traced back to weights and commit.
 
-`write_report` adds PNG plots (metric against noise rate, and against label fraction), each with
-the CSV of exactly the numbers it shows, and links them from `summary.md`.
+`write_report` also writes the plots of `plots.py` and links them from `summary.md`.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -44,9 +42,6 @@ KEYS: tuple[str, ...] = (
 # is here so a setting re-run after a commit still averages; the tables flag settings that mix shas
 REPEAT_KEYS = ("seed", "noise_rate_realised", "value", "git_sha")
 SUMMARY_FILE = "summary.md"
-PLOTS_DIR = "plots"
-# bookkeeping values such as the selected "lambda" are tabled but not plotted
-PLOT_METRICS = ("top1", "map", "r2", "rmse")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -344,191 +339,14 @@ def write_summary(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     return path
 
 
-# the columns of every plot's CSV: one line per plotted point
-CSV_COLUMNS = (
-    "backbone",
-    "protocol",
-    "robust",
-    "noise_kind",
-    "noise_rate",
-    "noise_rate_realised_mean",
-    "label_fraction",
-    "mean",
-    "std",
-    "n",
-)
-
-
-def _points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per setting: the CSV columns plus task and metric; std is nan when n = 1."""
-    groups = _settings(rows)
-    labels = _backbone_labels(groups)
-    points = []
-    for members in groups:
-        first, values = members[0], [r["value"] for r in members]
-        points.append(
-            {
-                "task": first["task"],
-                "metric": first["metric"],
-                "backbone": labels[first["backbone"], first["backbone_sha256"]],
-                **{k: first[k] for k in ("protocol", "robust", "noise_kind", "noise_rate", "label_fraction")},
-                "noise_rate_realised_mean": statistics.fmean(r["noise_rate_realised"] for r in members),
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else math.nan,  # ddof=1, as the tables
-                "n": len(values),
-            }
-        )
-    return points
-
-
-def _safe_name(task: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", task).strip("._-") or "task"
-    # a changed name gets a hash of the original, so "a/b" and "a b" do not overwrite each other
-    return safe if safe == task else f"{safe}-{hashlib.sha256(task.encode()).hexdigest()[:8]}"
-
-
-def _line(point: dict[str, Any]) -> tuple[str, str, str]:
-    return point["backbone"], point["protocol"], point["robust"]
-
-
-def _draw(ax: Any, points: list[dict[str, Any]], x: str, label: str, colour: str) -> None:
-    """One line, mean over seeds, with a ±1 std band (none where n = 1)."""
-    points = sorted(points, key=lambda p: p[x])
-    xs, means = [p[x] for p in points], [p["mean"] for p in points]
-    stds = [0.0 if math.isnan(p["std"]) else p["std"] for p in points]
-    ax.plot(xs, means, "o-", color=colour, label=label, markersize=4)
-    ax.fill_between(
-        xs,
-        [m - s for m, s in zip(means, stds)],
-        [m + s for m, s in zip(means, stds)],
-        color=colour,
-        alpha=0.2,
-        linewidth=0,
-    )
-
-
-def _draw_lines(
-    ax: Any, points: list[dict[str, Any]], x: str, lines: list[tuple], with_backbone: bool
-) -> None:
-    for i, line in enumerate(lines):
-        mine = [p for p in points if _line(p) == line]
-        if mine:
-            backbone, protocol, robust = line
-            name = f"{backbone} {protocol}" if with_backbone else protocol
-            name += "" if robust == "none" else f" + {robust}"
-            _draw(ax, mine, x, name, f"C{i % 10}")  # colour by line index: one colour per line in every panel
-
-
-def _save(fig: Any, png: Path, points: list[dict[str, Any]]) -> Path:
-    """Write the PNG and, beside it, the CSV of exactly its points."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    png.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig).print_png(png)
-    order = sorted(points, key=lambda p: (*_line(p), p["noise_kind"], p["noise_rate"], p["label_fraction"]))
-    with png.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows([p[k] for k in CSV_COLUMNS] for p in order)
-    return png
-
-
-def _ylabel(metric: str) -> str:
-    return f"{metric} (%)" if metric == "top1" else metric
-
-
-def _noise_plot(png: Path, task: str, metric: str, points: list[dict[str, Any]]) -> list[Path]:
-    """Metric against nominal noise rate, a panel per noise kind sharing the clean point; [] if < 2 rates."""
-    from matplotlib.figure import Figure
-
-    noisy = {p["label_fraction"] for p in points if p["noise_kind"] != "none"}
-    if not noisy:
-        return []
-    fraction = 1.0 if 1.0 in noisy else max(noisy)
-    points = [p for p in points if p["label_fraction"] == fraction]
-    if len({p["noise_rate"] for p in points}) < 2:
-        return []
-    kinds = sorted({p["noise_kind"] for p in points} - {"none"})
-    lines = sorted({_line(p) for p in points})
-    fig = Figure(figsize=(1.5 + 4.0 * len(kinds), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(kinds), sharey=True, squeeze=False)[0]
-    for ax, kind in zip(axes, kinds):
-        panel = [p for p in points if p["noise_kind"] in ("none", kind)]
-        _draw_lines(ax, panel, "noise_rate", lines, len({line[0] for line in lines}) > 1)
-        rates = sorted({p["noise_rate"] for p in panel})
-        realised = [
-            statistics.fmean(p["noise_rate_realised_mean"] for p in panel if p["noise_rate"] == r)
-            for r in rates
-        ]
-        # "symmetric 0.4" flips fewer than 40% of labels when a flip may land on the true class
-        ax.set_xticks(rates, [f"{r:g}\n({q:.3f})" for r, q in zip(rates, realised)])
-        ax.set(title=kind, xlabel="noise rate: nominal (realised)")
-    axes[0].set_ylabel(_ylabel(metric))
-    handles, names = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:
-        more = ax.get_legend_handles_labels()
-        handles += [h for h, n in zip(*more) if n not in names]
-        names += [n for n in more[1] if n not in names]
-    fig.legend(handles, names, loc="outside right upper", fontsize="small")
-    fig.suptitle(f"{task}: {metric} at label fraction {fraction:g}, mean ± 1 std over seeds (ddof=1)")
-    return [_save(fig, png, points)]
-
-
-def _fraction_plot(png: Path, task: str, metric: str, points: list[dict[str, Any]]) -> list[Path]:
-    """Metric against label fraction (log x), noise-free rows only; [] if < 2 fractions."""
-    from matplotlib.figure import Figure
-
-    points = [p for p in points if p["noise_kind"] == "none"]
-    fractions = sorted({p["label_fraction"] for p in points})
-    if len(fractions) < 2:
-        return []
-    lines = sorted({_line(p) for p in points})
-    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
-    ax = fig.subplots()
-    _draw_lines(ax, points, "label_fraction", lines, len({line[0] for line in lines}) > 1)
-    ax.set_xscale("log")
-    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-    ax.minorticks_off()
-    ax.set(xlabel="label fraction (log scale)", ylabel=_ylabel(metric))
-    title = f"{task}: {metric} without label noise, mean ± 1 std over seeds (ddof=1)"
-    ax.set_title(title, fontsize="medium")
-    ax.legend(loc="best", fontsize="small")
-    return [_save(fig, png, points)]
-
-
-def write_plots(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> list[Path]:
-    """PNG plots of every task's `PLOT_METRICS`, each with the CSV of its numbers (`CSV_COLUMNS`) beside it.
-
-    `plots/<task>-<metric>-noise.png`: metric against nominal noise rate, one panel per noise kind,
-    all sharing the noise-free point at rate 0; at label fraction 1, or the largest one with noisy
-    rows. Realised rates (mean over seeds) are under the ticks and in the CSV. A robust method's
-    line has only the rates it was run at. `plots/<task>-<metric>-fraction.png`: metric against
-    label fraction, log x, noise-free rows. Lines are (backbone if several, protocol, robust), mean
-    over seeds with a ±1 std band (ddof=1). A plot with fewer than two x values is not written.
-
-    Returns:
-        The PNGs written, in a deterministic order; each CSV is `png.with_suffix(".csv")`.
-    """
-    points = _points(rows)
-    written = []
-    for task in sorted({p["task"] for p in points}):
-        for metric in PLOT_METRICS:
-            mine = [p for p in points if p["task"] == task and p["metric"] == metric]
-            stem = f"{_safe_name(task)}-{metric}"
-            if mine:
-                written += _noise_plot(Path(out_dir) / PLOTS_DIR / f"{stem}-noise.png", task, metric, mine)
-                written += _fraction_plot(
-                    Path(out_dir) / PLOTS_DIR / f"{stem}-fraction.png", task, metric, mine
-                )
-    return written
-
-
 def write_report(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> dict[str, Path | list[Path]]:
     """`write_summary` plus `write_plots`, with a "Plots" section linking the PNGs appended to summary.md.
 
     Returns:
         {"summary": path of summary.md, "plots": the PNGs written}.
     """
+    from ssl_platform.evaluation.plots import write_plots  # plots imports this module: import it here
+
     rows = list(rows)
     summary = write_summary(out_dir, rows)
     plots = write_plots(out_dir, rows)

@@ -62,7 +62,9 @@ from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import balanced_subset
 from ssl_platform.evaluation import knn as knn_lib
 from ssl_platform.evaluation import linear as linear_lib
+from ssl_platform.evaluation import multilabel as multilabel_lib
 from ssl_platform.evaluation import noise as noise_lib
+from ssl_platform.evaluation import regression as regression_lib
 from ssl_platform.evaluation.features import extract_features, pixel_summary
 from ssl_platform.evaluation.finetune import OPTIMIZERS, LabelledView, finetune
 from ssl_platform.evaluation.report import append_rows, make_row, write_report
@@ -438,21 +440,21 @@ def _cached_other(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str]
         k, temperature = knn_lib.preset(name)
         if data.kind == "regression":
             pred = knn_lib.knn_regression(x, y, x_test, k=k, temperature=temperature)
-            out += [(f"knn_{name}", "none", m, v) for m, v in linear_lib.regression_metrics(pred, y_test).items()]
+            out += [(f"knn_{name}", "none", m, v) for m, v in regression_lib.regression_metrics(pred, y_test).items()]
         else:
             scores = knn_lib.knn_multilabel_scores(x, y, x_test, k=k, temperature=temperature)
-            out.append((f"knn_{name}", "none", "map", linear_lib.mean_average_precision(scores, y_test)))
+            out.append((f"knn_{name}", "none", "map", multilabel_lib.mean_average_precision(scores, y_test)))
     if "linear" in protocols:
         lin = suite.linear
         if data.kind == "regression":
-            r = linear_lib.ridge_probe(x, y, x_test, y_test, lambdas=_lambdas(lin), val_fraction=lin.val_fraction,
-                                       seed=seed)
+            r = regression_lib.ridge_probe(x, y, x_test, y_test, lambdas=_lambdas(lin), val_fraction=lin.val_fraction,
+                                           seed=seed)
             out += [("linear", "none", "rmse", r.test_rmse), ("linear", "none", "r2", r.test_r2),
                     ("linear", "none", "lambda", r.best_lambda)]
         else:
-            r = linear_lib.multilabel_probe(x, y, x_test, y_test, lambdas=_lambdas(lin),
-                                            val_fraction=lin.val_fraction, seed=seed, max_iter=lin.max_iter,
-                                            tol=lin.tol, device=device)
+            r = multilabel_lib.multilabel_probe(x, y, x_test, y_test, lambdas=_lambdas(lin),
+                                                val_fraction=lin.val_fraction, seed=seed, max_iter=lin.max_iter,
+                                                tol=lin.tol, device=device)
             out += [("linear", "none", "map", r.test_map), ("linear", "none", "lambda", r.best_lambda)]
     return out
 

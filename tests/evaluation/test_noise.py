@@ -31,15 +31,6 @@ from ssl_platform.evaluation.noise import (
 N, C = 10_000, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Everything here is small: one thread is faster, and immune to other jobs on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def labels():
     """[10000] int64 labels, uniform over 10 classes."""

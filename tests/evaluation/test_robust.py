@@ -31,15 +31,6 @@ from ssl_platform.evaluation.robust import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster, and immune to other jobs on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(b=7, c=5, seed=0):
     """float64 logits [b, c] spread wide enough to reach the clamps, int64 targets [b]."""
     g = torch.Generator().manual_seed(seed)

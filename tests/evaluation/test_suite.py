@@ -28,15 +28,6 @@ QUICK = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The probes here are tiny: one thread is faster, and immune to other jobs on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class PixelBackbone(nn.Module):
     """The identity backbone: the representation is the normalised pixels themselves, [B, C*H*W]."""
 
