@@ -101,9 +101,13 @@ class Classifier(Method):
         if self.layer_decay is None or self.freeze_backbone:
             return param_groups(self)
         groups = []
-        # weight_decay=1.0 only marks decayed groups; the engine multiplies the recipe's decay by wd_scale
-        for group in param_groups_layer_decay(self.backbone, weight_decay=1.0, layer_decay=self.layer_decay):
-            groups.append({"params": group["params"], "lr_scale": group["lr_scale"],
+        skip = self.backbone.no_weight_decay() if hasattr(self.backbone, "no_weight_decay") else ()
+        # weight_decay=1.0 only marks decayed groups; the engine multiplies the recipe's decay by wd_scale.
+        # timm scales a head-less backbone's top layer by 1.0; our head sits one layer above it, so every
+        # backbone scale gets one more factor of decay (BEiT: lr x decay^(L + 1 - layer id)).
+        for group in param_groups_layer_decay(self.backbone, weight_decay=1.0, no_weight_decay_list=skip,
+                                              layer_decay=self.layer_decay):
+            groups.append({"params": group["params"], "lr_scale": group["lr_scale"] * self.layer_decay,
                            "wd_scale": 1.0 if group["weight_decay"] > 0 else 0.0})
         groups += [{"params": [self.head.weight], "lr_scale": 1.0, "wd_scale": 1.0},  # the top: full lr
                    {"params": [self.head.bias], "lr_scale": 1.0, "wd_scale": 0.0}]
