@@ -37,3 +37,28 @@ def test_two_process_pretrain_run(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3, "only rank 0 writes: one row per step"
     assert len(rows) == 3
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_eval_equals_one_process(tmp_path):
+    """Features sharded over ranks and gathered back in order give the same cached-feature results;
+    fine-tuning trains with DDP; rank 0 alone writes the files."""
+    args = ["eval", "eval/digits.yaml", "backbone=random", "overwrite=true",
+            "eval.protocols=[knn,linear,probe,finetune]", "noise.rates=[0.4]", "eval.label_fractions=[1.0]",
+            "robust.methods=[none,gce]", "probe.epochs=3", "linear.lambdas=[1.0e-2,1.0]",
+            "finetune.epochs=1", "finetune.min_steps=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "ssl_platform", *args, f"out_dir={tmp_path / 'one'}"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = _run(["-m", "ssl_platform", *args, f"out_dir={tmp_path / 'two'}"])
+    assert two.returncode == 0, two.stdout + two.stderr
+
+    def rows(name):
+        return [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+
+    cached = lambda rs: [r for r in rs if r["protocol"] != "finetune"]  # noqa: E731
+    assert cached(rows("two")) == cached(rows("one")) and len(cached(rows("one"))) == 2 * 6  # 2 noise settings x (2 kNN, linear top1 + λ, 2 probes)
+    finetuned = [r for r in rows("two") if r["protocol"] == "finetune"]
+    assert len(finetuned) == 2 and all(r["value"] > 20.0 for r in finetuned)  # one row per setting: rank 0 wrote
