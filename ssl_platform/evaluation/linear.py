@@ -152,6 +152,10 @@ def _fit_lbfgs(
         weight, bias = init[0].to(x).clone(), init[1].to(x).clone()
     weight.requires_grad_(True)
     bias.requires_grad_(True)
+    # column-major x: autograd's backward multiplies x.T by the output gradient, and with x stored
+    # transposed that product reads contiguous memory (2.5x faster per evaluation on a CPU, measured
+    # at 60000 x 256 in float64); the forward product is as fast either way
+    x = x.T.contiguous().T
     opt = torch.optim.LBFGS(
         [weight, bias],
         lr=1.0,

@@ -68,12 +68,16 @@ def _line(point: dict[str, Any]) -> tuple[str, str, str]:
     return point["backbone"], point["protocol"], point["robust"]
 
 
-def _draw(ax: Any, points: list[dict[str, Any]], x: str, label: str, colour: str) -> None:
+# with several backbones: colour says the protocol, line style and marker say the backbone
+STYLES = ("o-", "s--", "^:", "D-.")
+
+
+def _draw(ax: Any, points: list[dict[str, Any]], x: str, label: str, colour: str, style: str = "o-") -> None:
     """One line, mean over seeds, with a ±1 std band (none where n = 1)."""
     points = sorted(points, key=lambda p: p[x])
     xs, means = [p[x] for p in points], [p["mean"] for p in points]
     stds = [0.0 if math.isnan(p["std"]) else p["std"] for p in points]
-    ax.plot(xs, means, "o-", color=colour, label=label, markersize=4)
+    ax.plot(xs, means, style, color=colour, label=label, markersize=4)
     ax.fill_between(
         xs,
         [m - s for m, s in zip(means, stds)],
@@ -87,13 +91,17 @@ def _draw(ax: Any, points: list[dict[str, Any]], x: str, label: str, colour: str
 def _draw_lines(
     ax: Any, points: list[dict[str, Any]], x: str, lines: list[tuple], with_backbone: bool
 ) -> None:
-    for i, line in enumerate(lines):
+    backbones = list(dict.fromkeys(line[0] for line in lines))
+    protocols = sorted({line[1:] for line in lines})
+    for line in lines:
         mine = [p for p in points if _line(p) == line]
         if mine:
             backbone, protocol, robust = line
             name = f"{backbone} {protocol}" if with_backbone else protocol
             name += "" if robust == "none" else f" + {robust}"
-            _draw(ax, mine, x, name, f"C{i % 10}")  # colour by line index: one colour per line in every panel
+            # colour by (protocol, robust) index: the same colour for a protocol in every panel and backbone
+            colour = f"C{protocols.index(line[1:]) % 10}"
+            _draw(ax, mine, x, name, colour, STYLES[backbones.index(backbone) % len(STYLES)])
 
 
 def _save(fig: Any, png: Path, points: list[dict[str, Any]]) -> Path:
@@ -160,7 +168,7 @@ def _fraction_plot(png: Path, task: str, metric: str, points: list[dict[str, Any
     if len(fractions) < 2:
         return []
     lines = sorted({_line(p) for p in points})
-    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
     ax = fig.subplots()
     _draw_lines(ax, points, "label_fraction", lines, len({line[0] for line in lines}) > 1)
     ax.set_xscale("log")
@@ -169,7 +177,7 @@ def _fraction_plot(png: Path, task: str, metric: str, points: list[dict[str, Any
     ax.set(xlabel="label fraction (log scale)", ylabel=_ylabel(metric))
     title = f"{task}: {metric} without label noise, mean ± 1 std over seeds (ddof=1)"
     ax.set_title(title, fontsize="medium")
-    ax.legend(loc="best", fontsize="small")
+    fig.legend(loc="outside right upper", fontsize="small")
     return [_save(fig, png, points)]
 
 
