@@ -29,13 +29,14 @@ from typing import Any
 import torch
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ssl_platform import distributed
 from ssl_platform.checkpoint.io import load_state_strict
-from ssl_platform.data.collate import TransformedDataset, collate
+from ssl_platform.data.collate import TransformedDataset
 from ssl_platform.engine.optim import param_groups
 from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
+from ssl_platform.evaluation.features import extract_features
 from ssl_platform.evaluation.robust import make_loss
 from ssl_platform.methods.base import Method
 from ssl_platform.models.backbones import from_spec, pooled_features, spec
@@ -246,6 +247,17 @@ def finetune(
     return FinetuneResult(test_accuracy=accuracy, steps=result["step"], out_dir=str(out_dir))
 
 
+class _Logits(nn.Module):
+    """`method.logits` as a module, so `extract_features` (sharding, eval mode, mode restore) scores it."""
+
+    def __init__(self, method: Classifier):
+        super().__init__()
+        self.method = method
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.method.logits(image)
+
+
 def classifier_accuracy(
     method: Classifier,
     dataset: Dataset,
@@ -254,21 +266,13 @@ def classifier_accuracy(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
 ) -> float:
-    """Top-1 % of `method.logits` on every sample of `dataset` (eval mode, no augmentation)."""
-    loader = DataLoader(TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=collate)
-    was_training = method.training
-    method.to(device).eval()
-    correct = total = 0
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                pred = method.logits(batch["image"].to(device)).argmax(dim=1).cpu()
-                correct += int((pred == batch["label"]).sum())
-                total += len(pred)
-    finally:
-        method.train(was_training)
-    return 100.0 * correct / max(total, 1)
+    """Top-1 % of `method.logits` on every sample of `dataset` (eval mode, no augmentation).
+
+    Under torchrun each rank scores its share of `dataset` and every rank returns the same number.
+    """
+    logits, labels = extract_features(_Logits(method.to(device)), dataset, transform, batch_size, num_workers,
+                                      device)
+    return 100.0 * (logits.argmax(dim=1) == labels).double().mean().item()
 
 
 class LabelledView(Dataset):
