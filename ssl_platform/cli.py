@@ -42,7 +42,7 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
     """
     import torch
 
-    from ssl_platform.checkpoint.io import load_backbone, read_backbone_metadata
+    from ssl_platform.checkpoint.io import backbone_file, load_backbone, read_backbone_metadata
     from ssl_platform.config import to_plain
     from ssl_platform.evaluation.report import file_sha256
     from ssl_platform.models.backbones import from_spec
@@ -59,13 +59,9 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
         name = f"random-{source.name if source.is_dir() else source.stem}"
         return from_spec(read_backbone_metadata(file)["backbone"]), name, ""
     path = Path(spec)
-    if path.is_dir():
-        file = path / "backbone.safetensors"
-        if not file.exists():
-            raise FileNotFoundError(f"{path} has no backbone.safetensors; has its pretraining run finished?")
-        return load_backbone(file), path.name, file_sha256(file)
-    if path.is_file():
-        return load_backbone(path), path.stem, file_sha256(path)
+    if path.exists():
+        file = backbone_file(path)
+        return load_backbone(file), path.name if path.is_dir() else path.stem, file_sha256(file)
     raise FileNotFoundError(
         f"backbone={spec!r} is neither a run directory nor a .safetensors file; "
         "use backbone=random, backbone=random:RUN_DIR, backbone=RUN_DIR or backbone=FILE.safetensors"

@@ -138,6 +138,9 @@ def validate_component(node: Any, where: str, runtime: Sequence[str] = ()) -> No
             raise ConfigError(f"{where}{key} is supplied by the program; remove it from the recipe")
         if not takes_any and key not in valid:
             raise _unknown(where, key, [v for v in valid if v not in runtime])
+        # an interpolation may point at a value filled in after validation (e.g. a default out_dir)
+        if isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, key):
+            continue
         value = node[key]
         if is_component(value):
             raise ConfigError(
@@ -166,30 +169,38 @@ def section(node: Any, schema: type) -> Any:
     return schema(**(to_plain(node) or {}))
 
 
-def validate(cfg: DictConfig, sections: Mapping[str, Any], runtime: Mapping[str, Sequence[str]] = ()) -> None:
+def validate(cfg: DictConfig, sections: Mapping[str, Any], runtime: Mapping[str, Sequence[str]] = (),
+             prefix: str = "") -> None:
     """Validate a whole recipe.
 
     Args:
         cfg: the loaded recipe.
         sections: top-level key -> what it holds: a dataclass (a plain section whose keys may
-            themselves be components, checked as such), the string "component", or `str`/`int`
-            etc. for a scalar. Keys absent from `sections` are errors.
+            themselves be components, checked as such), the string "component", "recipe" (a whole
+            nested recipe, validated against these same `sections`), or `str`/`int` etc. for a
+            scalar. Keys absent from `sections` are errors.
         runtime: top-level (or `section.key`) path -> kwargs the program supplies to that component.
+        prefix: where `cfg` sits in an enclosing recipe (e.g. "before."), for the messages.
     """
     runtime = dict(runtime)
     for key in cfg:
         if key not in sections:
-            raise _unknown("", key, list(sections))
+            raise _unknown(prefix, key, list(sections))
     for key, kind in sections.items():
         if key not in cfg or cfg[key] is None:
             continue
         node = cfg[key]
+        where = f"{prefix}{key}."
         if kind == "component":
-            validate_component(node, f"{key}.", runtime.get(key, ()))
+            validate_component(node, where, runtime.get(key, ()))
+        elif kind == "recipe":
+            if not isinstance(node, DictConfig):
+                raise ConfigError(f"{prefix}{key} must be a whole recipe (a mapping), got {node!r}")
+            validate(node, sections, runtime, prefix=where)
         elif dataclasses.is_dataclass(kind):
-            validate_section(node, kind, f"{key}.")
+            validate_section(node, kind, where)
             for sub, value in node.items():
                 if is_component(value):
-                    validate_component(value, f"{key}.{sub}.", runtime.get(f"{key}.{sub}", ()))
+                    validate_component(value, f"{where}{sub}.", runtime.get(f"{key}.{sub}", ()))
         elif isinstance(node, (DictConfig, ListConfig)):
-            raise ConfigError(f"{key} must be a {kind.__name__}, got a {type(node).__name__}")
+            raise ConfigError(f"{prefix}{key} must be a {kind.__name__}, got a {type(node).__name__}")

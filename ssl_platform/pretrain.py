@@ -44,6 +44,7 @@ class MonitorConfig:
 
 
 SECTIONS = {
+    "before": "recipe",  # a whole recipe run (or resumed, or found finished) before this one: a first stage
     "name": str,
     "method": "component",
     "data": DataConfig,
@@ -55,19 +56,30 @@ RUNTIME = {"optimizer": ("params",)}
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
-    """Load, override and validate a pretraining recipe; fill in `train` defaults and `out_dir`."""
+    """Load, override and validate a pretraining recipe; fill in `train` defaults and `out_dir`.
+
+    A recipe may hold a first stage under `before:` (a whole recipe, e.g. G-SimCLR's autoencoder);
+    its `train.out_dir` defaults to `<out_dir>/<before.name>`, which the second stage can name with
+    the interpolation `${before.train.out_dir}`.
+    """
     cfg = config.load(path, overrides)
     config.validate(cfg, SECTIONS, RUNTIME)
+    _complete(cfg, str(path), Path("runs"))
+    return cfg
+
+
+def _complete(cfg: DictConfig, where: str, parent_dir: Path, prefix: str = "") -> None:
     for key in ("name", "method", "data", "optimizer"):
         if key not in cfg:
-            raise config.ConfigError(f"recipe {path} has no {key!r}; every pretraining recipe needs {key}")
+            raise config.ConfigError(f"recipe {where} has no {prefix}{key!r}; every pretraining recipe needs {key}")
     train = dataclasses.asdict(config.section(cfg.get("train"), TrainConfig))
     if train["out_dir"] is None:
-        train["out_dir"] = str(Path("runs") / str(cfg.name))
+        train["out_dir"] = str(parent_dir / str(cfg.name))
     cfg.train = train
     cfg.monitor = dataclasses.asdict(config.section(cfg.get("monitor"), MonitorConfig))
     cfg.data = dataclasses.asdict(config.section(cfg.data, DataConfig))
-    return cfg
+    if cfg.get("before") is not None:
+        _complete(cfg.before, where, Path(train["out_dir"]), prefix=f"{prefix}before.")
 
 
 def describe(cfg: DictConfig) -> str:
@@ -101,7 +113,16 @@ def build_monitor(monitor: MonitorConfig, device: str):
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Build every component of a validated recipe and train."""
+    """Build every component of a validated recipe and train (its `before:` stage first).
+
+    A finished first stage is resumed at its last step, which only exports its backbone again, so
+    re-running the same command after an interruption anywhere continues where it stopped.
+    """
+    if cfg.get("before") is not None:
+        first = run(cfg.before)
+        if distributed.is_main():
+            print(f"[ssl_platform] first stage {cfg.before.name} done at step {first['step']}: {first['out_dir']}",
+                  flush=True)
     train = config.section(cfg.train, TrainConfig)
     data = config.section(cfg.data, DataConfig)
     monitor = config.section(cfg.monitor, MonitorConfig)

@@ -145,11 +145,23 @@ def read_backbone_metadata(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def load_backbone(path: str | Path) -> nn.Module:
-    """Rebuild the backbone from a `backbone.safetensors` file alone and load its weights strictly."""
+def backbone_file(path: str | Path) -> Path:
+    """A run directory (its `backbone.safetensors`) or a backbone file -> the file's path."""
     path = Path(path)
+    if path.is_dir():
+        file = path / "backbone.safetensors"
+        if not file.exists():
+            raise CheckpointError(f"{path} has no backbone.safetensors; has its pretraining run finished?")
+        return file
     if not path.is_file():
-        raise CheckpointError(f"backbone file {path} does not exist")
+        raise CheckpointError(f"backbone file {path} does not exist; give a run directory or a .safetensors file")
+    return path
+
+
+def load_backbone(path: str | Path) -> nn.Module:
+    """Rebuild the backbone from a run directory or a `backbone.safetensors` file alone and load its
+    weights strictly."""
+    path = backbone_file(path)
     meta = read_backbone_metadata(path)
     if not meta.get("backbone"):
         raise CheckpointError(

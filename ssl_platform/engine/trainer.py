@@ -156,18 +156,28 @@ def _load_resume_state(cfg: TrainConfig, out_dir: Path, recipe: dict | None) -> 
     return state
 
 
-def _train_loader(dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
-                  collate_fn: Callable | None, device: torch.device) -> tuple[DataLoader, ResumableSampler]:
-    sampler = ResumableSampler(len(dataset), distributed.world_size(), distributed.rank(), shuffle=True,
-                               seed=cfg.seed, drop_last=True)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=collate_fn or collate, drop_last=True, pin_memory=device.type == "cuda",
+def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
+                  collate_fn: Callable | None, device: torch.device, out_dir: Path) -> tuple[DataLoader, Any]:
+    """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`).
+
+    A method may decide what each batch holds by defining `make_batch_sampler(dataset, *, batch_size,
+    num_replicas, rank, seed, out_dir)`, returning a batch sampler of `(index, seed)` lists with that
+    interface (G-SimCLR's guided batches); otherwise batches follow `ResumableSampler`'s shuffled order.
+    """
+    common = dict(
+        num_workers=num_workers, collate_fn=collate_fn or collate, pin_memory=device.type == "cuda",
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
         # the DataLoader from consuming the training RNG when it starts an epoch
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    return loader, sampler
+    make = getattr(method, "make_batch_sampler", None)
+    if callable(make):
+        sampler = make(dataset, batch_size=batch_size, num_replicas=distributed.world_size(),
+                       rank=distributed.rank(), seed=cfg.seed, out_dir=out_dir)
+        return DataLoader(dataset, batch_sampler=sampler, **common), sampler
+    sampler = ResumableSampler(len(dataset), distributed.world_size(), distributed.rank(), shuffle=True,
+                               seed=cfg.seed, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common), sampler
 
 
 def fit(
@@ -219,8 +229,8 @@ def fit(
     optimizer = _build_optimizer(method, make_optimizer, global_batch, cfg.lr_scaling)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    loader, sampler = _train_loader(dataset, cfg, batch_size, num_workers, collate_fn, device)
-    micro_per_epoch = len(sampler.order) // batch_size
+    loader, sampler = _train_loader(method, dataset, cfg, batch_size, num_workers, collate_fn, device, out_dir)
+    micro_per_epoch = sampler.batches_per_epoch(batch_size)
     steps_per_epoch = micro_per_epoch // cfg.accum_steps
     if steps_per_epoch == 0:
         raise ValueError(
@@ -275,6 +285,11 @@ def fit(
             sampler.set_epoch(epoch)
             sampler.set_start(micro_done * batch_size)
             method.on_epoch_start(epoch, loader)
+            if sampler.batches_per_epoch(batch_size) != micro_per_epoch:
+                raise RuntimeError(
+                    f"epoch {epoch} has {sampler.batches_per_epoch(batch_size)} batches, not the {micro_per_epoch} "
+                    "the lr schedule was built for; a method's batch sampler must keep the epoch length fixed"
+                )
             batches = itertools.islice(loader, steps_per_epoch * cfg.accum_steps - micro_done)
             for batch in batches:
                 micro_done += 1

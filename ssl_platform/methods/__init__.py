@@ -1,12 +1,16 @@
 """Every pretraining method, by the name recipes and the CLI use (`recipes/<name>/`)."""
 
 from ssl_platform.methods.base import Method
+from ssl_platform.methods.dae import DenoisingAutoencoder
+from ssl_platform.methods.gsimclr import GSimCLR
 from ssl_platform.methods.simclr import SimCLR
 from ssl_platform.methods.supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
+    "gsimclr": GSimCLR,
+    "dae": DenoisingAutoencoder,  # G-SimCLR's first stage (recipes/gsimclr/)
     "supervised": Supervised,
 }
 
-__all__ = ["METHODS", "Method", "SimCLR", "Supervised"]
+__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "Method", "SimCLR", "Supervised"]

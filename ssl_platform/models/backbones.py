@@ -14,6 +14,8 @@ import timm
 import torch
 from torch import nn
 
+from ssl_platform.models import convnet  # noqa: F401  (registers plain_convnet with timm)
+
 SPEC_ATTR = "_ssl_platform_spec"
 
 
