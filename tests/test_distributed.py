@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -66,3 +67,27 @@ def test_two_process_eval_equals_one_process(tmp_path):
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # 1347 images, 128 per process x 2 processes: 5 optimizer steps, the last one logged once
     assert [r["step"] for r in logged] == [5]
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_gsimclr_debug_trains_and_resumes_to_the_same_weights(tmp_path):
+    """Both stages on 2 processes (32 images each: the global batch of 64 is what holds distinct
+    pseudo-labels), and the same run stopped at step 10 and continued ends with the same weights."""
+    from safetensors.torch import load_file
+
+    def pretrain(out, steps):
+        proc = _run(["-m", "ssl_platform", "pretrain", "recipes/gsimclr/debug.yaml", f"train.out_dir={out}",
+                     f"train.max_steps={steps}", "data.batch_size=32", "before.data.batch_size=32"])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    out = pretrain(tmp_path / "straight", 26)
+    assert "global batch 64/256 -> peak lr 0.075" in out and "pseudo-labels for epoch 1" in out
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 26 and sum(r["train/distinct_labels"] == 1.0 for r in rows) >= 20
+    pretrain(tmp_path / "resumed", 10)
+    assert "resuming at step 10" in pretrain(tmp_path / "resumed", 26)
+    a = load_file(str(tmp_path / "straight" / "backbone.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "backbone.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed 2-process run differs from the straight one"

@@ -46,3 +46,46 @@ def test_supervised_debug_recipe_learns(tmp_path):
     assert {"train/loss", "train/acc1"} <= set(logged[0])
     assert logged[-1]["train/loss"] < logged[0]["train/loss"]
     assert (tmp_path / "backbone.safetensors").exists()
+
+
+# ---- two-stage recipes (`before:`), G-SimCLR's debug recipe
+
+
+GSIMCLR = ROOT / "recipes/gsimclr/debug.yaml"
+
+
+def test_first_stage_defaults_into_the_run_dir_and_the_second_names_it(tmp_path):
+    cfg = pretrain.load_recipe(GSIMCLR, [f"train.out_dir={tmp_path}"])
+    assert cfg.before.train.out_dir == str(tmp_path / "dae")
+    assert cfg.method.encoder == str(tmp_path / "dae")  # ${before.train.out_dir}, resolved
+    cfg = pretrain.load_recipe(GSIMCLR, [f"train.out_dir={tmp_path}", f"before.train.out_dir={tmp_path}/stage1"])
+    assert cfg.method.encoder == str(tmp_path / "stage1")
+
+
+def test_first_stage_keys_are_validated_with_their_path():
+    with pytest.raises(ConfigError, match=r"before\.train\.'epoch'.*did you mean 'epochs'"):
+        pretrain.load_recipe(GSIMCLR, ["before.train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"before\.method\.'noise_sd'.*did you mean 'noise_std'"):
+        pretrain.load_recipe(GSIMCLR, ["before.method.noise_sd=0.2"])
+    with pytest.raises(ConfigError, match=r"unknown key before\.'monitr'"):
+        pretrain.load_recipe(GSIMCLR, ["before.monitr.k=3"])
+
+
+@pytest.mark.slow
+def test_gsimclr_debug_runs_both_stages_and_a_rerun_does_not_train_the_first_again(tmp_path):
+    overrides = [f"train.out_dir={tmp_path}", "train.max_steps=24"]
+    pretrain.run(pretrain.load_recipe(GSIMCLR, overrides))
+    stage1 = rows(tmp_path / "dae")
+    assert stage1[-1]["step"] == 21 and stage1[-1]["train/loss"] < stage1[0]["train/loss"]
+    logged = rows(tmp_path)
+    assert logged[-1]["step"] == 24
+    # 20 of the 21 batches of an epoch can be fully distinct (the run prints the bound): the logged
+    # share of distinct pseudo-labels is 1.0 on all of those
+    assert sum(r["train/distinct_labels"] == 1.0 for r in logged) >= 20
+    labels = sorted(p.name for p in (tmp_path / "pseudo_labels").iterdir())
+    assert labels == ["epoch_0000.json", "epoch_0000.npy", "epoch_0001.json", "epoch_0001.npy"]
+    stamp = (tmp_path / "dae" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    result = pretrain.run(pretrain.load_recipe(GSIMCLR, [f"train.out_dir={tmp_path}", "train.max_steps=26"]))
+    assert result["step"] == 26
+    assert len(rows(tmp_path / "dae")) == len(stage1), "the finished first stage trained again"
+    assert (tmp_path / "dae" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp

@@ -40,18 +40,20 @@ from ssl_platform.data.transforms import EvalTransform
 from ssl_platform.methods.simclr import SimCLR
 
 
-def kmeans_pseudo_labels(features: torch.Tensor, num_clusters: int, seed: int = 0, iters: int = 20) -> np.ndarray:
+def kmeans_pseudo_labels(features: torch.Tensor, num_clusters: int, seed: int = 0, iters: int = 20,
+                         restarts: int = 1) -> np.ndarray:
     """faiss k-means on L2-normalised features: `features: [N, D]` -> cluster ids int64 `[N]`.
 
     Every point takes part in every iteration (faiss would otherwise subsample to 256 per centroid),
-    and the result is a pure function of the features and the seed.
+    `restarts` random initialisations keep the lowest objective (scikit-learn's `n_init`), and the
+    result is a pure function of the features and the seed.
     """
     n, d = features.shape
     if num_clusters > n:
         raise ValueError(f"cannot make {num_clusters} clusters from {n} samples; lower num_clusters")
     x = np.ascontiguousarray(nn.functional.normalize(features.float(), dim=1).numpy(), dtype=np.float32)
     kmeans = faiss.Kmeans(d, num_clusters, niter=iters, seed=seed, verbose=False, max_points_per_centroid=n,
-                          min_points_per_centroid=1, gpu=faiss.get_num_gpus() > 0)
+                          min_points_per_centroid=1, nredo=restarts, gpu=faiss.get_num_gpus() > 0)
     kmeans.train(x)
     _, assign = kmeans.index.search(x, 1)
     return assign[:, 0].astype(np.int64)
@@ -68,7 +70,8 @@ class GSimCLR(SimCLR):
         encoder: stage 1, the run directory or `backbone.safetensors` of a `DenoisingAutoencoder`
             (any pretrained backbone works: its pooled features are clustered).
         image_size: side of the images the clustering reads (an `EvalTransform` with `in_chans`
-            channels, the normalisation stage 1 trained with).
+            channels).
+        mean, std: the normalisation stage 1 trained with (None: `EvalTransform`'s defaults).
         num_clusters: k; None gives 4 x the global batch.
         kmeans_iters: k-means iterations.
         remainder: what the sampler does with images left once fewer than a global batch of
@@ -85,6 +88,8 @@ class GSimCLR(SimCLR):
         self,
         encoder: str,
         image_size: int,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
         num_clusters: int | None = None,
         kmeans_iters: int = 20,
         remainder: str = "fill",
@@ -110,7 +115,7 @@ class GSimCLR(SimCLR):
                 "clusters, and the lr schedule was built for a fixed epoch length"
             )
         self.encoder = str(encoder)
-        self.transform = EvalTransform(size=image_size, channels=in_chans)
+        self.transform = EvalTransform(size=image_size, channels=in_chans, mean=mean, std=std)
         self.num_clusters, self.kmeans_iters = num_clusters, kmeans_iters
         self.remainder, self.recluster_every_epochs = remainder, recluster_every_epochs
         self.feature_batch_size = feature_batch_size

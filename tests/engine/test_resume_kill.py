@@ -1,5 +1,5 @@
 """A pretraining run killed with SIGKILL and started again with the same command ends with exactly
-the weights of a run that was never interrupted."""
+the weights of a run that was never interrupted (SimCLR, and G-SimCLR's two stages with re-clustering)."""
 
 import os
 import signal
@@ -17,11 +17,19 @@ from ssl_platform.checkpoint.io import CheckpointError, load_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def command(out_dir: Path) -> list[str]:
+# (recipe, extra overrides, kill once a checkpoint at this step exists, steps in the whole run)
+RUNS = {
     # num_workers=1: the views come from a worker process, so resumption must not depend on worker RNG
-    return [sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml",
-            f"train.out_dir={out_dir}", "train.max_steps=null", "train.epochs=1",
-            "train.save_every_steps=2", "train.log_every_steps=1", "data.num_workers=1"]
+    "simclr": ("recipes/simclr/debug.yaml", ["train.epochs=1", "data.num_workers=1"], 4, 21),
+    # both stages; killed in the second epoch, after the pseudo-labels were re-clustered on its start
+    "gsimclr": ("recipes/gsimclr/debug.yaml", ["train.epochs=2"], 24, 42),
+}
+
+
+def command(name: str, out_dir: Path) -> list[str]:
+    recipe, extra, _, _ = RUNS[name]
+    return [sys.executable, "-m", "ssl_platform", "pretrain", recipe, f"train.out_dir={out_dir}",
+            "train.max_steps=null", "train.save_every_steps=2", "train.log_every_steps=1", *extra]
 
 
 def saved_step(out_dir: Path) -> int:
@@ -32,23 +40,26 @@ def saved_step(out_dir: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_then_same_command_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_sigkill_then_same_command_matches_uninterrupted(tmp_path, name):
+    _, _, kill_after, total = RUNS[name]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(command(straight), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(command(name, straight), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(command(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command(name, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while saved_step(killed) < 4 and proc.poll() is None and time.time() < deadline:
+    while saved_step(killed) < kill_after and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     step_at_kill = saved_step(killed)
-    assert 4 <= step_at_kill < 21  # digits train split: 1347 // 64 = 21 steps per epoch
+    assert kill_after <= step_at_kill < total
     assert not (killed / "backbone.safetensors").exists()
 
-    resumed = subprocess.run(command(killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command(name, killed), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {step_at_kill}" in resumed.stdout
     a = load_file(str(straight / "backbone.safetensors"))
