@@ -18,6 +18,13 @@ class Method(nn.Module):
 
     `backbone` follows timm's contract (`num_features`, `forward_features`, `forward_head`), so
     `embed` works for every method and evaluation never special-cases one.
+
+    Optional hooks the engine looks for (`engine/trainer.py`):
+      - `param_groups() -> list[dict]`: the optimizer's groups, each may carry `lr_scale` and
+        `wd_scale` (layer-wise lr decay when fine-tuning); default: decay / no-decay split.
+      - `make_batch_sampler(dataset, *, batch_size, num_replicas, rank, seed, out_dir)`: a batch
+        sampler of `(index, seed)` lists with `set_epoch`, `set_start` and `batches_per_epoch`, when
+        the method decides what a batch holds (G-SimCLR); default: `ResumableSampler`'s shuffle.
     """
 
     backbone: nn.Module

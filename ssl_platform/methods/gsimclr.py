@@ -172,7 +172,10 @@ class GSimCLR(SimCLR):
         self._labels, self._labels_epoch = torch.as_tensor(labels), epoch
 
     def _record(self, epoch: int) -> dict:
-        source = (f"stage 1 encoder {backbone_file(self.encoder)}" if epoch == 0
+        from ssl_platform.evaluation.report import file_sha256
+
+        # the encoder's hash, not its path: a retrained stage 1 must not reuse stale labels
+        source = (f"stage 1 encoder, sha256 {file_sha256(backbone_file(self.encoder))}" if epoch == 0
                   else f"this run's backbone at the start of epoch {epoch}")
         return {"num_clusters": self.k, "seed": self._seed, "kmeans_iters": self.kmeans_iters,
                 "num_samples": len(self._images), "source": source}
