@@ -206,7 +206,7 @@ class GSimCLR(SimCLR):
             labels = kmeans_pseudo_labels(feats, self.k, seed=self._seed + epoch, iters=self.kmeans_iters)
             sizes = np.bincount(labels, minlength=self.k)
             bound = full_batch_bound(sizes, self._sampler.global_batch)
-            record = {**expected, "epoch": epoch, "cluster_size_min": int(sizes.min()),
+            record = {**expected, "epoch": epoch, "kmeans_seed": self._seed + epoch, "cluster_size_min": int(sizes.min()),
                       "cluster_size_max": int(sizes.max()), "empty_clusters": int((sizes == 0).sum()),
                       "distinct_batches_bound": bound, "batches_per_epoch": self._sampler.num_samples
                       // self._sampler.global_batch}
