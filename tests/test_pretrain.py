@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from ssl_platform import pretrain
 from ssl_platform.config import ConfigError
@@ -89,3 +90,22 @@ def test_gsimclr_debug_runs_both_stages_and_a_rerun_does_not_train_the_first_aga
     assert result["step"] == 26
     assert len(rows(tmp_path / "dae")) == len(stage1), "the finished first stage trained again"
     assert (tmp_path / "dae" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_a_finished_run_run_again_exports_the_same_weights_and_metadata(tmp_path):
+    """A finished first stage is resumed at its last step each time its recipe runs again; what it
+    exports must not change (G-SimCLR keys its pseudo-labels to the encoder's weights)."""
+    from safetensors.torch import load_file
+
+    from ssl_platform.checkpoint.io import read_backbone_metadata
+    from ssl_platform.methods.gsimclr import weights_sha256
+
+    overrides = [f"train.out_dir={tmp_path}", "train.max_steps=null", "train.epochs=1", "train.log_every_steps=50"]
+    pretrain.run(pretrain.load_recipe(ROOT / "recipes/supervised/debug.yaml", overrides))
+    file = tmp_path / "backbone.safetensors"
+    first, meta, digest = load_file(str(file)), read_backbone_metadata(file), weights_sha256(file)
+    result = pretrain.run(pretrain.load_recipe(ROOT / "recipes/supervised/debug.yaml", overrides))
+    assert result["epoch"] == 1 and read_backbone_metadata(file) == meta and meta["epoch"] == 1
+    again = load_file(str(file))
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert weights_sha256(file) == digest

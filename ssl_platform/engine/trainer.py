@@ -326,6 +326,10 @@ def fit(
                 if monitor is not None and monitor_every_epochs and (epoch + 1) % monitor_every_epochs == 0:
                     _run_monitor(monitor, method, epoch, step, logger)
                 epoch, micro_done = epoch + 1, 0
+        # completed epochs from the step alone: a finished run resumed at its last step (which skips
+        # the loop) must export a file identical to the first export, byte for byte (its sha256
+        # identifies it, e.g. to G-SimCLR's pseudo-labels)
+        epoch = step // steps_per_epoch
         if distributed.is_main():
             export_backbone(method.backbone, out_dir / "backbone.safetensors",
                             {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name")})

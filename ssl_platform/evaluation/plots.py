@@ -154,7 +154,10 @@ def _noise_plot(png: Path, task: str, metric: str, points: list[dict[str, Any]])
         more = ax.get_legend_handles_labels()
         handles += [h for h, n in zip(*more) if n not in names]
         names += [n for n in more[1] if n not in names]
-    fig.legend(handles, names, loc="outside right upper", fontsize="small")
+    # below the panels, two columns: with several backbones the names are long, and a legend at the
+    # side of a one-panel figure squeezed the panel and cut the title
+    fig.set_size_inches(max(8.0, fig.get_figwidth()), fig.get_figheight() + 0.2 * ((len(names) + 1) // 2))
+    fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize="small")
     fig.suptitle(f"{task}: {metric} at label fraction {fraction:g}, mean ± 1 std over seeds (ddof=1)")
     return [_save(fig, png, points)]
 

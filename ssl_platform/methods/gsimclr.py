@@ -24,6 +24,7 @@ clustering again, so it sees exactly the batches an uninterrupted run saw.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ssl_platform import distributed
@@ -57,6 +59,19 @@ def kmeans_pseudo_labels(features: torch.Tensor, num_clusters: int, seed: int = 
     kmeans.train(x)
     _, assign = kmeans.index.search(x, 1)
     return assign[:, 0].astype(np.int64)
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 over a safetensors file's tensors (names, dtypes, shapes, bytes in name order).
+
+    Not the file's own hash: safetensors writes its metadata in no fixed order, so re-exporting the
+    same weights (a finished first stage resumed at its last step) gives other bytes.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_file(str(path)).items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class GSimCLR(SimCLR):
@@ -172,10 +187,8 @@ class GSimCLR(SimCLR):
         self._labels, self._labels_epoch = torch.as_tensor(labels), epoch
 
     def _record(self, epoch: int) -> dict:
-        from ssl_platform.evaluation.report import file_sha256
-
-        # the encoder's hash, not its path: a retrained stage 1 must not reuse stale labels
-        source = (f"stage 1 encoder, sha256 {file_sha256(backbone_file(self.encoder))}" if epoch == 0
+        # the encoder's weights, not its path: a retrained stage 1 must not reuse stale labels
+        source = (f"stage 1 encoder, weights sha256 {weights_sha256(backbone_file(self.encoder))}" if epoch == 0
                   else f"this run's backbone at the start of epoch {epoch}")
         return {"num_clusters": self.k, "seed": self._seed, "kmeans_iters": self.kmeans_iters,
                 "num_samples": len(self._images), "source": source}

@@ -217,3 +217,18 @@ def test_option_errors_say_what_to_do(encoder_file, tmp_path):
     with pytest.raises(ValueError, match="use at least 64 clusters"):
         make(encoder_file, num_clusters=20).make_batch_sampler(digits_views(), batch_size=64, num_replicas=1,
                                                                rank=0, seed=0, out_dir=tmp_path / "k")
+
+
+def test_weights_hash_follows_the_tensors_not_the_file_bytes(encoder_file, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from ssl_platform.methods.gsimclr import weights_sha256
+
+    tensors = load_file(str(encoder_file))
+    copy = tmp_path / "copy.safetensors"
+    save_file(tensors, str(copy), metadata={"other": "metadata"})
+    assert weights_sha256(copy) == weights_sha256(encoder_file)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, str(copy))
+    assert weights_sha256(copy) != weights_sha256(encoder_file)
