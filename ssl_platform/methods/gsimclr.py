@@ -221,8 +221,10 @@ class GSimCLR(SimCLR):
             bound = full_batch_bound(sizes, self._sampler.global_batch)
             record = {**expected, "epoch": epoch, "kmeans_seed": self._seed + epoch, "cluster_size_min": int(sizes.min()),
                       "cluster_size_max": int(sizes.max()), "empty_clusters": int((sizes == 0).sum()),
-                      "distinct_batches_bound": bound, "batches_per_epoch": self._sampler.num_samples
-                      // self._sampler.global_batch}
+                      "distinct_batches_bound": bound,
+                      # "drop" ends the epoch at the bound; "fill" keeps a plain epoch's length
+                      "batches_per_epoch": bound if self.remainder == "drop"
+                      else self._sampler.num_samples // self._sampler.global_batch}
             buf = io.BytesIO()
             np.save(buf, labels)
             write_atomic(path, buf.getvalue())
