@@ -131,3 +131,16 @@ def rank_zero_only(fn: Callable[..., R]) -> Callable[..., R | None]:
     wrapped.__name__ = fn.__name__
     wrapped.__doc__ = fn.__doc__
     return wrapped
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """torch's `SyncBatchNorm.convert_sync_batchnorm`, except that a norm with its own
+    `as_sync_batchnorm()` converts itself: torch's version would replace a BatchNorm subclass (SparK's
+    visible-only `SparseBatchNorm2d`) by a plain SyncBatchNorm and silently change what it computes."""
+    if callable(getattr(module, "as_sync_batchnorm", None)):
+        return module.as_sync_batchnorm()
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child))
+    return module

@@ -221,7 +221,7 @@ def fit(
     if cfg.sync_bn and world > 1:
         if device.type != "cuda":
             raise ValueError("train.sync_bn=true needs CUDA (torch has no CPU SyncBatchNorm); set train.sync_bn=false")
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        method = distributed.convert_sync_batchnorm(method)
     method.to(device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)

@@ -4,13 +4,15 @@ from ssl_platform.methods.base import Method
 from ssl_platform.methods.dae import DenoisingAutoencoder
 from ssl_platform.methods.gsimclr import GSimCLR
 from ssl_platform.methods.simclr import SimCLR
+from ssl_platform.methods.spark import SparK
 from ssl_platform.methods.supervised import Supervised
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
     "gsimclr": GSimCLR,
     "dae": DenoisingAutoencoder,  # G-SimCLR's first stage (recipes/gsimclr/)
+    "spark": SparK,
     "supervised": Supervised,
 }
 
-__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "Method", "SimCLR", "Supervised"]
+__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "Method", "SimCLR", "SparK", "Supervised"]
