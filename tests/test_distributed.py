@@ -91,3 +91,26 @@ def test_two_process_gsimclr_debug_trains_and_resumes_to_the_same_weights(tmp_pa
     a = load_file(str(tmp_path / "straight" / "backbone.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "backbone.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed 2-process run differs from the straight one"
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_spark_debug_trains_and_resumes_to_the_same_weights(tmp_path):
+    """SparK on 2 processes (each draws its own masks from its own RNG stream), stopped at step 4 and
+    continued: the same weights as the run that was never stopped."""
+    from safetensors.torch import load_file
+
+    def pretrain(out, steps):
+        proc = _run(["-m", "ssl_platform", "pretrain", "recipes/spark/debug.yaml", f"train.out_dir={out}",
+                     f"train.max_steps={steps}", "data.batch_size=32", "train.save_every_steps=4"])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "global batch 64/256 -> peak lr 0.0005" in pretrain(tmp_path / "straight", 10)
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(r["train/loss"] > 0 for r in rows)
+    pretrain(tmp_path / "resumed", 4)
+    assert "resuming at step 4" in pretrain(tmp_path / "resumed", 10)
+    a = load_file(str(tmp_path / "straight" / "backbone.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "backbone.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

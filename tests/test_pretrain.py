@@ -109,3 +109,26 @@ def test_a_finished_run_run_again_exports_the_same_weights_and_metadata(tmp_path
     again = load_file(str(file))
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     assert weights_sha256(file) == digest
+
+
+# ---- SparK's debug recipe: trains, and its export serves the eval harness and plain timm
+
+
+@pytest.mark.slow
+def test_spark_debug_recipe_lowers_the_loss_and_exports_a_plain_backbone(tmp_path):
+    from ssl_platform.checkpoint.io import load_backbone
+    from ssl_platform.evaluation.features import extract_features
+    from ssl_platform.data.datasets import Digits
+    from ssl_platform.data.transforms import EvalTransform
+
+    cfg = pretrain.load_recipe(ROOT / "recipes/spark/debug.yaml", [
+        f"train.out_dir={tmp_path}", "train.max_steps=null", "train.epochs=1", "train.log_every_steps=1"])
+    pretrain.run(cfg)
+    losses = [r["train/loss"] for r in rows(tmp_path)]
+    assert len(losses) == 21 and all(map(torch.isfinite, torch.tensor(losses)))
+    # the masked-patch loss starts near 1 (unit-variance targets) and must fall well below it
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:3]) / 3
+    backbone = load_backbone(tmp_path)  # strict load into a freshly built, dense timm model
+    assert not any("Sparse" in type(m).__name__ for m in backbone.modules())
+    feats, labels = extract_features(backbone, Digits(split="test"), EvalTransform(size=24, channels=1), batch_size=128)
+    assert feats.shape == (len(labels), 128) and torch.isfinite(feats).all()

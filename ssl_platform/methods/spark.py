@@ -125,11 +125,13 @@ class SparK(Method):
         self.to_pixels = nn.Conv2d(widths[-1], in_chans, 1)
 
     def _probe(self, in_chans: int, image_size: int) -> tuple[list[int], list[int]]:
-        """Channels and strides of the fed stages (finest first), from one pass at `image_size`; freezes
-        backbone parameters that pass does not reach (DDP would stop on them)."""
+        """Channels and strides of the fed stages (finest first), from one pass; freezes backbone
+        parameters that pass does not reach (DDP would stop on them)."""
         was = self.backbone.training
         self.backbone.eval()
-        x = torch.zeros(1, in_chans, image_size, image_size)
+        # a power-of-2 side is divisible by any power-of-2 stride up to it, so the strides come out exact
+        side = 2 ** math.ceil(math.log2(max(image_size, 64)))
+        x = torch.zeros(1, in_chans, side, side)
         feats = self.backbone.forward_intermediates(x, indices=self.feature_levels, intermediates_only=True)
         sum(f.sum() for f in feats).backward()
         for p in self.backbone.parameters():
@@ -137,7 +139,7 @@ class SparK(Method):
                 p.requires_grad_(False)
             p.grad = None
         self.backbone.train(was)
-        return [f.shape[1] for f in feats], [image_size // f.shape[-1] for f in feats]
+        return [f.shape[1] for f in feats], [side // f.shape[-1] for f in feats]
 
     def no_weight_decay(self) -> set[str]:
         """The mask tokens are embeddings, not weights (the paper: no decay on them)."""

@@ -1,5 +1,5 @@
 """A pretraining run killed with SIGKILL and started again with the same command ends with exactly
-the weights of a run that was never interrupted (SimCLR, and G-SimCLR's two stages with re-clustering)."""
+the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK)."""
 
 import os
 import signal
@@ -23,6 +23,8 @@ RUNS = {
     "simclr": ("recipes/simclr/debug.yaml", ["train.epochs=1", "data.num_workers=1"], 4, 21),
     # both stages; killed in the second epoch, after the pseudo-labels were re-clustered on its start
     "gsimclr": ("recipes/gsimclr/debug.yaml", ["train.epochs=2"], 24, 42),
+    # masks come from the training RNG, which the checkpoint carries
+    "spark": ("recipes/spark/debug.yaml", ["train.epochs=1"], 8, 21),
 }
 
 
