@@ -8,8 +8,9 @@ all_gather (`gather_distributed=True`), which this module's `gather_with_grad` a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist

@@ -117,9 +117,9 @@ def test_a_finished_run_run_again_exports_the_same_weights_and_metadata(tmp_path
 @pytest.mark.slow
 def test_spark_debug_recipe_lowers_the_loss_and_exports_a_plain_backbone(tmp_path):
     from ssl_platform.checkpoint.io import load_backbone
-    from ssl_platform.evaluation.features import extract_features
     from ssl_platform.data.datasets import Digits
     from ssl_platform.data.transforms import EvalTransform
+    from ssl_platform.evaluation.features import extract_features
 
     cfg = pretrain.load_recipe(ROOT / "recipes/spark/debug.yaml", [
         f"train.out_dir={tmp_path}", "train.max_steps=null", "train.epochs=1", "train.log_every_steps=1"])

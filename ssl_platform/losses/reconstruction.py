@@ -5,7 +5,6 @@ Pure functions on tensors; `tests/losses/test_reconstruction.py` checks them aga
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

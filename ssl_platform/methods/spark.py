@@ -79,7 +79,7 @@ class SparK(Method):
         super().__init__()
         self.backbone = build_backbone(backbone, small_input, in_chans, backbone_kwargs)
         if not callable(getattr(self.backbone, "forward_intermediates", None)):
-            raise ValueError(f"SparK needs a timm CNN with forward_intermediates; {type(self.backbone).__name__} has none")
+            raise TypeError(f"SparK needs a timm CNN with forward_intermediates; {type(self.backbone).__name__} has none")
         self.feature_levels, self.mask_ratio, self.norm_pix_loss = feature_levels, mask_ratio, norm_pix_loss
         self.in_chans = in_chans
         channels, strides = self._probe(in_chans, image_size)

@@ -143,10 +143,10 @@ def sparsify(model: nn.Module) -> SparseMask:
     """Convert `model` in place into a sparse encoder; return the `SparseMask` its layers read.
 
     Parameter and buffer names do not change. Raises ValueError naming the first layer that cannot
-    be made sparse, or if the model was converted already.
+    be made sparse; RuntimeError if the model was converted already.
     """
     if isinstance(getattr(model, "sparse_mask", None), SparseMask):
-        raise ValueError("this model is sparse already; sparsify it once and keep the SparseMask it returned")
+        raise RuntimeError("this model is sparse already; sparsify it once and keep the SparseMask it returned")
     for name, module in model.named_modules():
         if isinstance(module, UNSUPPORTED) and not _is_head(name, model):
             raise ValueError(

@@ -7,7 +7,7 @@ from ssl_platform.losses.reconstruction import masked_patch_mse, normalize_patch
 
 
 def _naive_patchify(x, p):
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     rows = []
     for n in range(b):
         patches = []

@@ -11,7 +11,7 @@ from ssl_platform.methods.spark import SparK
 
 def _spark(**kwargs) -> SparK:
     torch.manual_seed(0)
-    args = dict(backbone="resnet18", in_chans=3, image_size=64, decoder_width=64)
+    args = {"backbone": "resnet18", "in_chans": 3, "image_size": 64, "decoder_width": 64}
     return SparK(**{**args, **kwargs})
 
 
