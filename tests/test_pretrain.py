@@ -1,6 +1,8 @@
 """Recipe -> run: composition of components, the online kNN monitor, the supervised baseline."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,9 @@ def test_spark_debug_recipe_lowers_the_loss_and_exports_a_plain_backbone(tmp_pat
     assert not any("Sparse" in type(m).__name__ for m in backbone.modules())
     feats, labels = extract_features(backbone, Digits(split="test"), EvalTransform(size=24, channels=1), batch_size=128)
     assert feats.shape == (len(labels), 128) and torch.isfinite(feats).all()
+    # the whole method (decoder included) comes back from the checkpoint for tools/spark_reconstruct.py
+    png = tmp_path / "recon.png"
+    proc = subprocess.run([sys.executable, "tools/spark_reconstruct.py", str(tmp_path), "--out", str(png), "--images", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert png.stat().st_size > 1000
