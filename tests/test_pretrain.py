@@ -140,3 +140,33 @@ def test_spark_debug_recipe_lowers_the_loss_and_exports_a_plain_backbone(tmp_pat
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert png.stat().st_size > 1000
+
+
+# ---- I-JEPA's debug recipe: trains, and its export (the EMA target encoder) is a plain timm ViT
+
+
+@pytest.mark.slow
+def test_ijepa_debug_recipe_lowers_the_loss_and_exports_the_target_encoder(tmp_path):
+    from safetensors.torch import load_file
+
+    from ssl_platform.checkpoint.io import load_backbone, load_checkpoint
+    from ssl_platform.data.datasets import Digits
+    from ssl_platform.data.transforms import EvalTransform
+    from ssl_platform.evaluation.features import extract_features
+
+    cfg = pretrain.load_recipe(ROOT / "recipes/ijepa/debug.yaml", [
+        f"train.out_dir={tmp_path}", "train.max_steps=null", "train.epochs=1", "train.log_every_steps=1"])
+    pretrain.run(cfg)
+    logged = rows(tmp_path)
+    losses = [r["train/loss"] for r in logged]
+    assert len(losses) == 21 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-5:]) / 5 < 0.95 * sum(losses[:3]) / 3
+    assert all(r["train/context_patches"] >= 10 and 9 <= r["train/target_patches"] <= 16 for r in logged)
+    exported = load_file(str(tmp_path / "backbone.safetensors"))
+    method = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["method"]
+    # the export is the EMA target encoder, not the context encoder it follows
+    assert all(torch.equal(v, method[f"backbone.{k}"]) for k, v in exported.items())
+    assert any(not torch.equal(v, method[f"context_encoder.{k}"]) for k, v in exported.items())
+    backbone = load_backbone(tmp_path)
+    feats, labels = extract_features(backbone, Digits(split="test"), EvalTransform(size=32, channels=1), batch_size=128)
+    assert feats.shape == (len(labels), 64) and torch.isfinite(feats).all() and feats.std(0).mean() > 1e-3

@@ -3,6 +3,7 @@
 from ssl_platform.methods.base import Method
 from ssl_platform.methods.dae import DenoisingAutoencoder
 from ssl_platform.methods.gsimclr import GSimCLR
+from ssl_platform.methods.ijepa import IJEPA
 from ssl_platform.methods.simclr import SimCLR
 from ssl_platform.methods.spark import SparK
 from ssl_platform.methods.supervised import Supervised
@@ -12,7 +13,8 @@ METHODS: dict[str, type[Method]] = {
     "gsimclr": GSimCLR,
     "dae": DenoisingAutoencoder,  # G-SimCLR's first stage (recipes/gsimclr/)
     "spark": SparK,
+    "ijepa": IJEPA,
     "supervised": Supervised,
 }
 
-__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "Method", "SimCLR", "SparK", "Supervised"]
+__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "IJEPA", "Method", "SimCLR", "SparK", "Supervised"]

@@ -1,5 +1,5 @@
 """A pretraining run killed with SIGKILL and started again with the same command ends with exactly
-the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK)."""
+the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK, I-JEPA)."""
 
 import os
 import signal
@@ -25,6 +25,8 @@ RUNS = {
     "gsimclr": ("recipes/gsimclr/debug.yaml", ["train.epochs=2"], 24, 42),
     # masks come from the training RNG, which the checkpoint carries
     "spark": ("recipes/spark/debug.yaml", ["train.epochs=1"], 8, 21),
+    # masks from the training RNG; the EMA target encoder is part of the method's state
+    "ijepa": ("recipes/ijepa/debug.yaml", ["train.epochs=1"], 8, 21),
 }
 
 

@@ -1,0 +1,186 @@
+"""I-JEPA: predict the representations of masked image blocks from one context block.
+
+Assran, Duval, Misra, Bojanowski, Vincent, Rabbat, LeCun, Ballas. "Self-Supervised Learning from
+Images with a Joint-Embedding Predictive Architecture", CVPR 2023 (facebookresearch/ijepa).
+
+Per image, four target blocks and one large context block with the targets cut out are drawn
+(`masking/block.py`). A ViT context encoder sees only the context patches; an EMA copy of it, the
+target encoder, sees the whole image, and its layer-normalised outputs at each target block are
+what a narrow ViT predictor must produce from the context tokens plus mask tokens at the target
+positions. No augmentation, no pixels reconstructed, no negatives. Evaluation reads the target
+encoder, average-pooled (`self.backbone` *is* the target encoder, so the export is that one).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from ssl_platform.engine.ema import ema_update, frozen_copy, linear_momentum
+from ssl_platform.masking.block import gather_tokens, multiblock_masks
+from ssl_platform.methods.base import Method
+from ssl_platform.models.backbones import create_backbone
+from ssl_platform.models.pos_embed import sincos_2d
+
+
+class IJEPAPredictor(nn.Module):
+    """The narrow ViT that predicts target-block tokens from context tokens.
+
+    Args:
+        grid: the encoder's patch grid `(gh, gw)`.
+        embed_dim: the encoder's width D.
+        dim: the predictor's width (the paper: 384 for every encoder size).
+        depth: transformer blocks (the paper: 12 for ViT-H; the code's default 6).
+        num_heads: attention heads (the paper: the encoder's).
+    """
+
+    def __init__(self, grid: tuple[int, int], embed_dim: int, dim: int = 384, depth: int = 6, num_heads: int = 12):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"predictor width {dim} is not divisible by its {num_heads} heads")
+        self.proj_in = nn.Linear(embed_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos_embed", sincos_2d(grid, dim)[None], persistent=False)  # [1, N, dim]
+        self.blocks = nn.Sequential(*(Block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True,
+                                            norm_layer=nn.LayerNorm) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.proj_out = nn.Linear(dim, embed_dim)
+        trunc_normal_(self.mask_token, std=0.02)
+        self.apply(_init_weights)
+
+    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+        """`context: [B, Nc, D]` tokens at `context_idx: [B, Nc]`; `target_idx: [M, B, Nt]`
+        -> predictions `[M * B, Nt, D]`, block-major (block m of image b at row `m * B + b`).
+
+        Each target block gets its own pass (the context repeated once per block): blocks never
+        attend to each other, as in the paper.
+        """
+        m, b, nt = target_idx.shape
+        pos = self.pos_embed.expand(b, -1, -1)
+        x = self.proj_in(context) + gather_tokens(pos, context_idx)  # [B, Nc, d]
+        x = x.repeat(m, 1, 1)  # [M*B, Nc, d], block-major like the targets below
+        queries = self.mask_token + gather_tokens(pos.repeat(m, 1, 1), target_idx.flatten(0, 1))  # [M*B, Nt, d]
+        x = self.blocks(torch.cat([x, queries], dim=1))
+        return self.proj_out(self.norm(x[:, -nt:]))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class IJEPA(Method):
+    """I-JEPA with a timm ViT encoder (no class token, fixed sin-cos positions, average pooling).
+
+    Batch keys: `image`: `[B, C, H, W]`, normalised, of the `image_size` given here (the paper's
+    only augmentation is a random resized crop with scale 0.3-1: `SupervisedTransform`).
+
+    Args:
+        backbone: a timm ViT name (`vit_tiny_patch16_224`, `vit_huge_patch14_224`, ...).
+        in_chans: input channels.
+        image_size: side of the training images in pixels (a multiple of the patch size).
+        backbone_kwargs: more timm kwargs (`patch_size`, `embed_dim`, `depth`, `num_heads`, ...).
+        predictor_dim, predictor_depth, predictor_heads: the predictor (heads default: the encoder's).
+        num_targets, target_scale, target_aspect, context_scale, context_aspect, min_keep: the masks
+            (`masking.block.multiblock_masks`); defaults are the paper's.
+        momentum: EMA momentum of the target encoder, linear from the first to the second value over
+            training (the paper: 0.996 -> 1.0).
+        loss: "smooth_l1" (the official code) or "l2" (the paper's squared distance, averaged).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vit_base_patch16_224",
+        in_chans: int = 3,
+        image_size: int = 224,
+        backbone_kwargs: dict | None = None,
+        predictor_dim: int = 384,
+        predictor_depth: int = 6,
+        predictor_heads: int | None = None,
+        num_targets: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        context_aspect: tuple[float, float] = (1.0, 1.0),
+        min_keep: int = 10,
+        momentum: tuple[float, float] = (0.996, 1.0),
+        loss: str = "smooth_l1",
+    ):
+        super().__init__()
+        kwargs = {"img_size": image_size, "class_token": False, "global_pool": "avg", "fc_norm": False,
+                  **(backbone_kwargs or {})}
+        try:
+            encoder = create_backbone(backbone, in_chans=in_chans, **kwargs)
+        except TypeError as e:  # a non-ViT timm model refuses img_size / class_token
+            encoder = e
+        if not isinstance(encoder, VisionTransformer) or encoder.num_prefix_tokens or encoder.pos_embed is None:
+            raise ValueError(
+                f"I-JEPA needs a timm VisionTransformer with position embeddings and no class or register tokens; "
+                f"{backbone!r} with {backbone_kwargs} is not one (use a vit_* name; class_token=False is set here)"
+            )
+        if loss not in ("smooth_l1", "l2"):
+            raise ValueError(f"loss must be 'smooth_l1' or 'l2', got {loss!r}")
+        self.grid = tuple(encoder.patch_embed.grid_size)
+        # fixed 2-D sin-cos positions, added before the context is gathered; frozen, so the EMA copy
+        # keeps them identical and the export carries them for timm
+        with torch.no_grad():
+            encoder.pos_embed.copy_(sincos_2d(self.grid, encoder.embed_dim)[None])
+        encoder.pos_embed.requires_grad_(False)
+        self.context_encoder = encoder
+        self.backbone = frozen_copy(encoder)  # the EMA target encoder: evaluated and exported
+        heads = predictor_heads or encoder.blocks[0].attn.num_heads
+        self.predictor = IJEPAPredictor(self.grid, encoder.embed_dim, predictor_dim, predictor_depth, heads)
+        self.mask_kwargs = dict(num_targets=num_targets, target_scale=tuple(target_scale), target_aspect=tuple(target_aspect),
+                                context_scale=tuple(context_scale), context_aspect=tuple(context_aspect), min_keep=min_keep)
+        multiblock_masks(1, self.grid, **self.mask_kwargs)  # impossible settings fail here, not at step 1
+        self.momentum = tuple(momentum)
+        linear_momentum(0.0, *self.momentum)
+        self.loss_kind = loss
+
+    def no_weight_decay(self) -> set[str]:
+        """The predictor's mask token is an embedding, not a weight."""
+        return {"predictor.mask_token"}
+
+    def encode(self, encoder: VisionTransformer, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """`x: [B, C, H, W]` -> tokens `[B, N, D]`, or `[B, K, D]` for the patches `keep: [B, K]` only.
+
+        Positions are added before the gather, so a kept token knows where it came from; the dropped
+        patches are not in the sequence at all (no mask tokens in the encoder).
+        """
+        if x.shape[-2:] != encoder.patch_embed.img_size:
+            raise ValueError(
+                f"I-JEPA was built for {tuple(encoder.patch_embed.img_size)} images, got {tuple(x.shape[-2:])}; "
+                "set method.image_size to the data's size (data.transform.size)"
+            )
+        tokens = encoder._pos_embed(encoder.patch_embed(x))  # [B, N, D]
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        return encoder.norm(encoder.blocks(encoder.norm_pre(tokens)))
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        x = batch["image"]
+        context_idx, target_idx = multiblock_masks(x.shape[0], self.grid, **self.mask_kwargs)
+        context_idx, target_idx = context_idx.to(x.device), target_idx.to(x.device)
+        with torch.no_grad():
+            # the whole image through the target encoder, then LayerNorm without affine (the paper)
+            h = self.encode(self.backbone, x)
+            h = F.layer_norm(h, h.shape[-1:])
+            m = target_idx.shape[0]
+            targets = gather_tokens(h.repeat(m, 1, 1), target_idx.flatten(0, 1))  # [M*B, Nt, D]
+        context = self.encode(self.context_encoder, x, context_idx)
+        pred = self.predictor(context, context_idx, target_idx)
+        if self.loss_kind == "smooth_l1":
+            loss = F.smooth_l1_loss(pred, targets)
+        else:
+            loss = F.mse_loss(pred, targets)
+        sizes = torch.tensor([context_idx.shape[1], target_idx.shape[2]], dtype=torch.float32, device=x.device)
+        return {"loss": loss, "context_patches": sizes[0], "target_patches": sizes[1]}
+
+    def on_step_end(self, progress: float) -> None:
+        """The EMA update, after the optimizer step: the target follows the context encoder."""
+        ema_update(self.backbone, self.context_encoder, linear_momentum(progress, *self.momentum))
