@@ -5,6 +5,7 @@
     torchrun --nproc_per_node 2 -m ssl_platform eval SUITE backbone=...   (same results, rank 0 writes)
     sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors [out_dir=DIR]
               [overwrite=true] [device=cuda] [k=v ...]     (backbone=A,B,... compares several)
+    sslp eval eval/tables_wine.yaml backbone=RUN_DIR,raw   (raw: the table's own columns, no backbone)
     sslp data prepare fashion-mnist|mnist [--root DIR]
 """
 
@@ -38,7 +39,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
     """A `backbone=` value -> (module, name, sha256 of its file or "" for a random init).
 
-    See the module docstring for the accepted forms.
+    See the module docstring for the accepted forms. `raw` is the raw-feature baseline of tables
+    (`evaluation.tabular.RawTabular`), sized by the suite's `random_backbone` schema (num_numeric,
+    cat_cardinalities).
     """
     import torch
 
@@ -47,6 +50,16 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
     from ssl_platform.evaluation.report import file_sha256
     from ssl_platform.models.backbones import from_spec
 
+    if spec == "raw":
+        from ssl_platform.evaluation.tabular import RawTabular
+
+        arch = to_plain(suite_cfg.get("random_backbone")) or {}
+        if "num_numeric" not in arch:
+            raise ConfigError(
+                "backbone=raw is the raw-feature baseline of a table: it needs the table's schema in the suite, "
+                "random_backbone: {name: ..., num_numeric: N, cat_cardinalities: [...]} (Table(...).schema())"
+            )
+        return RawTabular(arch["num_numeric"], arch.get("cat_cardinalities") or ()), "raw", ""
     if spec == "random" or spec.startswith("random:"):
         torch.manual_seed(seed)
         if spec == "random":
@@ -64,7 +77,8 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
         return load_backbone(file), path.name if path.is_dir() else path.stem, file_sha256(file)
     raise FileNotFoundError(
         f"backbone={spec!r} is neither a run directory nor a .safetensors file; "
-        "use backbone=random, backbone=random:RUN_DIR, backbone=RUN_DIR or backbone=FILE.safetensors"
+        "use backbone=random, backbone=random:RUN_DIR, backbone=RUN_DIR, backbone=FILE.safetensors or, for "
+        "tables, backbone=raw"
     )
 
 
@@ -79,7 +93,8 @@ def _eval(args: argparse.Namespace) -> int:
     plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite="))]
     options = dict(o.split("=", 1) for o in args.overrides if o not in plain)
     if not options.get("backbone"):
-        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors (comma-separated for several)")
+        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors | raw "
+                          "(comma-separated for several)")
     specs = options["backbone"].split(",")
     if options.get("out_dir") and len(specs) > 1:
         raise ConfigError("out_dir= takes one backbone; with several, each writes to runs/eval/<suite>-<backbone>")

@@ -3,6 +3,7 @@
 Transforms return dicts of a method's batch keys (`{"views": [...]}`, `{"image": ...}`);
 `TransformedDataset` applies one under the draw's seed and adds `label` and `index`, and torch's
 `default_collate` stacks the dicts (a list of views becomes a list of `[B, C, H, W]` tensors).
+Samples that already are dicts of batch keys (a `Table` row: `{"x_num", "x_cat"}`) need no transform.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class TransformedDataset(Dataset):
 
     Args:
         dataset: a map-style dataset returning `(sample, label)`.
-        transform: sample -> dict of batch keys; None passes `{"image": sample}` through.
+        transform: sample -> dict of batch keys; None passes a dict sample through as the batch keys
+            (`{"x_num": ..., "x_cat": ...}` of a `Table`) and any other sample as `{"image": sample}`.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable[[Any], dict] | None = None):
@@ -49,7 +51,7 @@ class TransformedDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample, label = self.dataset[index]
         if self.transform is None:
-            out = {"image": sample}
+            out = dict(sample) if isinstance(sample, dict) else {"image": sample}
         elif seed is None:
             out = self.transform(sample)
         else:

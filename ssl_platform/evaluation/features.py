@@ -7,7 +7,7 @@ vector `forward_head(forward_features(x), pre_logits=True)`.
 Extractors share one signature, `(backbone, dataset, transform, batch_size, num_workers, device)
 -> (feats [N, D], targets [N, ...])`, so a suite task names the one it needs (`extractor:`):
 `extract_features` for images (the default), `extract_node_features` for node-level graph tasks,
-and `pixel_summary` gives the backbone-independent inputs of instance-dependent label noise.
+`extract_tabular_features` for tables (`x_num`, `x_cat` rows), and `pixel_summary` gives the backbone-independent inputs of instance-dependent label noise.
 Targets keep their type: int64 class ids, float regression targets, or 0/1 multi-label vectors.
 
 Under torchrun each rank reads every world-th sample and the features are gathered, so every rank
@@ -55,8 +55,30 @@ def extract_features(
         feats: [N, D] float32 on the CPU.
         targets: [N] int64 class ids, or the dataset's float / vector targets, on the CPU.
     """
+    def embed(batch: dict) -> Tensor:
+        if "image" not in batch:
+            raise KeyError(
+                f"extract_features: the transform gave keys {sorted(batch)}; "
+                "use an eval transform that returns {'image': tensor} (e.g. EvalTransform)"
+            )
+        return _embed(backbone, batch["image"].to(device, non_blocking=True))  # [B, C, H, W] -> [B, D]
+
+    return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_features")
+
+
+def _extract(
+    backbone: nn.Module,
+    dataset: Dataset,
+    transform: Callable[[Any], dict] | None,
+    embed: Callable[[dict], Tensor],
+    batch_size: int,
+    num_workers: int,
+    device: str | torch.device,
+    caller: str,
+) -> tuple[Tensor, Tensor]:
+    """The loop every batched extractor shares: `embed(batch) -> [B, D]` in eval mode, this rank's share."""
     if len(dataset) == 0:
-        raise ValueError(f"extract_features: {type(dataset).__name__} is empty; check its split and limit")
+        raise ValueError(f"{caller}: {type(dataset).__name__} is empty; check its split and limit")
     world, rank = distributed.world_size(), distributed.rank()
     mine = list(range(rank, len(dataset), world))  # this rank's share; gathered and re-ordered below
     loader = DataLoader(
@@ -73,14 +95,8 @@ def extract_features(
     try:
         with torch.inference_mode():
             for batch in loader:
-                if "image" not in batch:
-                    raise KeyError(
-                        f"extract_features: the transform gave keys {sorted(batch)}; "
-                        "use an eval transform that returns {'image': tensor} (e.g. EvalTransform)"
-                    )
-                x = batch["image"].to(device, non_blocking=True)  # [B, C, H, W]
                 # float32 whatever the backbone's dtype, so downstream math is the same for bf16 models
-                feats.append(_embed(backbone, x).float().cpu())  # [B, D]
+                feats.append(embed(batch).float().cpu())  # [B, D]
                 labels.append(_targets(batch["label"]))
                 indices.append(batch["index"])
     finally:
@@ -179,3 +195,43 @@ def extract_node_features(
             module.training = training
     nodes = torch.as_tensor(nodes, dtype=torch.int64)
     return out[nodes], _targets(torch.as_tensor(graph.y)[nodes])
+
+
+def extract_tabular_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    transform: Callable[[Any], dict] | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Features of every row of a table (`data.datasets.Table`), in dataset order.
+
+    The representation is `forward_head(forward_features(x_num, x_cat), pre_logits=True)`: the tabular
+    backbone's contract, whatever its head does with the tokens (T-JEPA flattens them). Eval mode and
+    inference mode as in `extract_features`.
+
+    Args:
+        backbone: `forward_features(x_num [B, n_num] float, x_cat [B, n_cat] long) -> tokens [B, T, H]`
+            and `forward_head(tokens, pre_logits=True) -> [B, D]`, already on `device`; `RawTabular`
+            gives the inputs themselves.
+        dataset: `dataset[i] -> ({"x_num": [n_num], "x_cat": [n_cat]}, target)`.
+        transform: None (rows are already batch keys), or row -> `{"x_num", "x_cat"}`.
+        batch_size, num_workers, device: as in `extract_features`.
+
+    Returns:
+        feats: [N, D] float32 on the CPU.
+        targets: [N] int64 class ids or float32 regression targets, on the CPU.
+    """
+
+    def embed(batch: dict) -> Tensor:
+        if "x_num" not in batch or "x_cat" not in batch:
+            raise KeyError(
+                f"extract_tabular_features: batches have keys {sorted(batch)}; the dataset must give rows "
+                "({'x_num': ..., 'x_cat': ...}, target), as data.datasets.Table does, with transform: null"
+            )
+        x_num = batch["x_num"].to(device, torch.float32, non_blocking=True)  # [B, n_num]
+        x_cat = batch["x_cat"].to(device, torch.int64, non_blocking=True)  # [B, n_cat]
+        return backbone.forward_head(backbone.forward_features(x_num, x_cat), pre_logits=True)  # [B, D]
+
+    return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_tabular_features")

@@ -23,6 +23,9 @@ A suite is flat YAML; every key is checked by `load_suite` (unknown keys fail na
     probe: {epochs: 30, lr: 1.0e-3, weight_decay: 1.0e-4, batch_size: 64}
     finetune: {epochs: 10, lr: 1.0e-3, losses: [none, elr], layer_decay: null, drop_path: 0.0, ...}
     linear_sgd: {epochs: 10, lr: 0.1, optimizer: sgd, weight_decay: 0.0, losses: [none]}
+    mlp: {hidden: [256, 256], alpha: 1.0e-4, lr: 1.0e-3, batch_size: 256, max_iter: 200, val_fraction: 0.1, patience: 10}
+    gbdt: {max_iter: 500, learning_rate: 0.1, max_leaf_nodes: 31, min_samples_leaf: 20, l2_regularization: 0.0,
+           val_fraction: 0.1, patience: 20}
     random_backbone: {name: resnet18, small_input: true, in_chans: 1}   # create_backbone kwargs
 
 What runs, for each task, label fraction, seed and noise setting (clean first, then every kind x rate):
@@ -30,7 +33,11 @@ What runs, for each task, label fraction, seed and noise setting (clean first, t
 - `knn_<preset>` and `linear` (L-BFGS) on cached features with the (noisy) labels; robust "none";
 - `probe`: a head on cached features trained by minibatch AdamW once per `robust.methods` entry
   (cross-entropy, GCE, SCE, ELR, NMTune);
-- `linear_sgd` and `finetune` through the engine, once per entry of their own `losses`.
+- `linear_sgd` and `finetune` through the engine, once per entry of their own `losses`;
+- `mlp` and `gbdt` (classification and regression; `tabular.py`): scikit-learn's early-stopped MLP and
+  histogram gradient boosting on the cached features. Tables (`eval/tables_*.yaml`) read their rows
+  with `extractor: ...features.extract_tabular_features` and compare a backbone with `backbone=raw`
+  (the same heads on the raw columns, `tabular.RawTabular`).
 
 The labelled subset of a fraction is class-balanced and drawn by the seed from the clean labels;
 noise then corrupts that subset's labels, seeded by the same seed, so every backbone sees exactly the
@@ -65,15 +72,17 @@ from ssl_platform.evaluation import linear as linear_lib
 from ssl_platform.evaluation import multilabel as multilabel_lib
 from ssl_platform.evaluation import noise as noise_lib
 from ssl_platform.evaluation import regression as regression_lib
+from ssl_platform.evaluation import tabular as tabular_lib
 from ssl_platform.evaluation.features import extract_features, pixel_summary
 from ssl_platform.evaluation.finetune import OPTIMIZERS, LabelledView, finetune
 from ssl_platform.evaluation.report import append_rows, make_row, write_report
 from ssl_platform.evaluation.robust import LOSSES, ROBUST, train_head
 
-PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune")
+PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt")
 KINDS = ("classification", "regression", "multilabel")
 # what a task kind can run: regression and multi-label have no robust losses or fine-tuning head yet
-KIND_PROTOCOLS = {"classification": PROTOCOLS, "regression": ("knn", "linear"), "multilabel": ("knn", "linear")}
+KIND_PROTOCOLS = {"classification": PROTOCOLS, "regression": ("knn", "linear", "mlp", "gbdt"),
+                  "multilabel": ("knn", "linear")}
 RESULTS_FILE = "results.jsonl"
 
 
@@ -186,9 +195,37 @@ class LinearSGDConfig(FinetuneConfig):
     warmup_epochs: float = 0.0
 
 
+@dataclasses.dataclass
+class MLPConfig:
+    """The `mlp:` section: `tabular.make_mlp` (hidden widths, L2 alpha, Adam lr; early stopping after
+    `patience` epochs without gain on a `val_fraction` split of train)."""
+
+    hidden: list = dataclasses.field(default_factory=lambda: [256, 256])
+    alpha: float = 1e-4
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_iter: int = 200
+    val_fraction: float = 0.1
+    patience: int = 10
+
+
+@dataclasses.dataclass
+class GBDTConfig:
+    """The `gbdt:` section: `tabular.make_gbdt` (HistGradientBoosting, early-stopped like `mlp`)."""
+
+    max_iter: int = 500
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 20
+    l2_regularization: float = 0.0
+    val_fraction: float = 0.1
+    patience: int = 20
+
+
 SECTIONS = {
     "name": str, "eval": EvalConfig, "noise": NoiseConfig, "robust": RobustConfig, "knn": KNNConfig,
     "linear": LinearConfig, "probe": ProbeConfig, "finetune": FinetuneConfig, "linear_sgd": LinearSGDConfig,
+    "mlp": MLPConfig, "gbdt": GBDTConfig,
 }
 # validated here rather than by config.validate: task names are the user's, and random_backbone's
 # keys are create_backbone/timm kwargs
@@ -207,6 +244,8 @@ class Suite:
     probe: ProbeConfig
     finetune: FinetuneConfig
     linear_sgd: LinearSGDConfig
+    mlp: MLPConfig
+    gbdt: GBDTConfig
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Suite:
@@ -279,6 +318,7 @@ def _check_values(suite: Suite, tasks: DictConfig) -> None:
         _one_of([section.optimizer], OPTIMIZERS, f"{key}.optimizer")
         if not section.losses or section.epochs < 1 or section.batch_size < 1:
             raise ConfigError(f"{key}: losses must list at least one loss, and epochs and batch_size be >= 1")
+    _check_heads(suite)
     for name, task in tasks.items():
         kind, protocols = task.get("kind", "classification"), task.get("protocols")
         if protocols is not None:
@@ -294,6 +334,18 @@ def _check_values(suite: Suite, tasks: DictConfig) -> None:
                 f"label noise is defined for classification; tasks.{name} is a {kind} task: set "
                 f"tasks.{name}.noise=false"
             )
+
+
+def _check_heads(suite: Suite) -> None:
+    mlp, gbdt = suite.mlp, suite.gbdt
+    if not mlp.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in mlp.hidden):
+        raise ConfigError(f"mlp.hidden must list the hidden widths as positive integers, got {mlp.hidden}")
+    for key, section in (("mlp", mlp), ("gbdt", gbdt)):
+        if not 0.0 < section.val_fraction < 1.0:
+            raise ConfigError(f"{key}.val_fraction must be in (0, 1) (early stopping), got {section.val_fraction}")
+        if section.max_iter < 1 or section.patience < 1:
+            raise ConfigError(f"{key}.max_iter and {key}.patience must be >= 1, got {section.max_iter}, "
+                              f"{section.patience}")
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -394,7 +446,7 @@ def load_task(name: str, task: TaskConfig, suite: Suite, backbone: nn.Module, de
 
 def _cached_classification(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
                            seed: int, device: str) -> list[tuple[str, str, str, float]]:
-    """kNN, L-BFGS linear and the robust probes on cached features -> (protocol, robust, metric, value)."""
+    """kNN, L-BFGS linear, the robust probes, mlp and gbdt on cached features -> (protocol, robust, metric, value)."""
     out = []
     x_test, y_test = data.test
     if "knn" in protocols:
@@ -419,6 +471,19 @@ def _cached_classification(data: TaskData, x: Tensor, y: Tensor, protocols: Sequ
                 seed=seed, device=device, loss_kwargs=getattr(suite.robust, method, None) or None,
             )
             out.append(("probe", method, "top1", head.test_accuracy))
+    return out + _heads(data, x, y, protocols, suite, seed)
+
+
+def _heads(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
+           seed: int) -> list[tuple[str, str, str, float]]:
+    """The `mlp` and `gbdt` heads on cached features (scikit-learn, CPU) -> (protocol, robust, metric, value)."""
+    out = []
+    builders = {"mlp": (tabular_lib.make_mlp, suite.mlp), "gbdt": (tabular_lib.make_gbdt, suite.gbdt)}
+    for protocol, (make, section) in builders.items():
+        if protocol in protocols:
+            estimator = make(data.kind, seed=seed, **dataclasses.asdict(section))
+            scores = tabular_lib.fit_and_score(estimator, data.kind, x, y, *data.test)
+            out += [(protocol, "none", metric, value) for metric, value in scores.items()]
     return out
 
 
@@ -433,7 +498,7 @@ def _val_kwargs(data: TaskData) -> dict:
 
 def _cached_other(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
                   seed: int, device: str) -> list[tuple[str, str, str, float]]:
-    """kNN and linear for regression (rmse, r2) and multi-label (map) tasks."""
+    """kNN and linear for regression (rmse, r2) and multi-label (map) tasks; mlp and gbdt for regression."""
     out = []
     x_test, y_test = data.test
     for name in suite.knn.presets if "knn" in protocols else ():
@@ -456,7 +521,7 @@ def _cached_other(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str]
                                                 val_fraction=lin.val_fraction, seed=seed, max_iter=lin.max_iter,
                                                 tol=lin.tol, device=device)
             out += [("linear", "none", "map", r.test_map), ("linear", "none", "lambda", r.best_lambda)]
-    return out
+    return out + _heads(data, x, y, protocols, suite, seed)
 
 
 def _trained(data: TaskData, keep: Tensor, labels: Tensor, protocols: Sequence[str], suite: Suite, seed: int,

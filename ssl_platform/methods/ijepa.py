@@ -135,8 +135,9 @@ class IJEPA(Method):
         self.backbone = frozen_copy(encoder)  # the EMA target encoder: evaluated and exported
         heads = predictor_heads or encoder.blocks[0].attn.num_heads
         self.predictor = IJEPAPredictor(self.grid, encoder.embed_dim, predictor_dim, predictor_depth, heads)
-        self.mask_kwargs = dict(num_targets=num_targets, target_scale=tuple(target_scale), target_aspect=tuple(target_aspect),
-                                context_scale=tuple(context_scale), context_aspect=tuple(context_aspect), min_keep=min_keep)
+        self.mask_kwargs = {"num_targets": num_targets, "target_scale": tuple(target_scale),
+                            "target_aspect": tuple(target_aspect), "context_scale": tuple(context_scale),
+                            "context_aspect": tuple(context_aspect), "min_keep": min_keep}
         multiblock_masks(1, self.grid, **self.mask_kwargs)  # impossible settings fail here, not at step 1
         self.momentum = tuple(momentum)
         linear_momentum(0.0, *self.momentum)

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from ssl_platform.masking.block import block_shape, gather_tokens, multiblock_masks, place_block, sample_block_shape
+from ssl_platform.masking.block import (
+    block_shape,
+    gather_tokens,
+    multiblock_masks,
+    place_block,
+    sample_block_shape,
+)
 
 
 def as_cells(index, grid=(8, 8)):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_platform.engine.ema import linear_momentum
-from ssl_platform.masking.block import gather_tokens, multiblock_masks
+from ssl_platform.masking.block import multiblock_masks
 from ssl_platform.methods import METHODS
 from ssl_platform.methods.ijepa import IJEPA
 from ssl_platform.models.backbones import from_spec, spec
@@ -16,9 +16,9 @@ from ssl_platform.models.backbones import from_spec, spec
 
 def tiny(**kw):
     torch.manual_seed(0)
-    args = dict(backbone="vit_tiny_patch16_224", in_chans=1, image_size=32,
-                backbone_kwargs=dict(patch_size=4, embed_dim=64, depth=2, num_heads=2),
-                predictor_dim=32, predictor_depth=2, predictor_heads=2)
+    args = {"backbone": "vit_tiny_patch16_224", "in_chans": 1, "image_size": 32,
+            "backbone_kwargs": {"patch_size": 4, "embed_dim": 64, "depth": 2, "num_heads": 2},
+            "predictor_dim": 32, "predictor_depth": 2, "predictor_heads": 2}
     return IJEPA(**{**args, **kw})
 
 

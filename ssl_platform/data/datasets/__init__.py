@@ -1,14 +1,18 @@
 """Image datasets: each item is `(PIL.Image.Image, int)`; each set has `targets`, `classes`, `channels`.
+Tables: `Table` items are `({"x_num": [n_num], "x_cat": [n_cat]}, label)` (see `tabular.py`).
 
 Offline (no internet needed): `FashionMNIST` and `MNIST` after `python -m ssl_platform data
 prepare NAME`, `Digits` (bundled with scikit-learn), `ImageFolder` (your own images).
 With internet: `CIFAR10`, `CIFAR100`, `STL10` (torchvision downloads them).
+Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
+parquet file; the Adult, Higgs and California housing layouts read a file you download.
 """
 
 from ssl_platform.data.datasets.base import ArrayImages, balanced_subset
 from ssl_platform.data.datasets.digits import Digits
 from ssl_platform.data.datasets.folder import ImageFolder
 from ssl_platform.data.datasets.idx import MNIST, FashionMNIST, IdxError, read_idx, write_idx
+from ssl_platform.data.datasets.tabular import Table
 from ssl_platform.data.datasets.torchvision_sets import CIFAR10, CIFAR100, STL10
 
 __all__ = [
@@ -21,6 +25,7 @@ __all__ = [
     "ImageFolder",
     "MNIST",
     "STL10",
+    "Table",
     "balanced_subset",
     "read_idx",
     "write_idx",
