@@ -141,3 +141,25 @@ def test_two_process_ijepa_debug_trains_and_resumes_to_the_same_weights(tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     state = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["method"]
     assert any(not torch.equal(a[k], state[f"context_encoder.{k}"]) for k in a)
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_tjepa_debug_trains_and_resumes_to_the_same_weights(tmp_path):
+    """T-JEPA on 2 processes over table rows, stopped at step 4 and continued: the same weights."""
+    from safetensors.torch import load_file
+
+    def pretrain(out, steps):
+        proc = _run(["-m", "ssl_platform", "pretrain", "recipes/tjepa/debug.yaml", f"train.out_dir={out}",
+                     f"train.max_steps={steps}", "data.batch_size=32", "train.save_every_steps=4"])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "global batch 64/256 -> peak lr 0.00025" in pretrain(tmp_path / "straight", 10)
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(r["train/loss"] > 0 for r in rows)
+    pretrain(tmp_path / "resumed", 4)
+    assert "resuming at step 4" in pretrain(tmp_path / "resumed", 10)
+    a = load_file(str(tmp_path / "straight" / "backbone.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "backbone.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -46,3 +46,48 @@ def random_keep_mask(
     mask = torch.zeros(batch_size, num_cells, dtype=torch.bool, device=noise.device)
     mask.scatter_(1, keep, True)
     return mask.to(device) if device is not None else mask
+
+
+def column_subsets(
+    batch_size: int,
+    num_columns: int,
+    *,
+    num_targets: int = 4,
+    context_fraction: tuple[float, float] = (0.136, 0.368),
+    target_fraction: tuple[float, float] = (0.156, 0.622),
+    max_tries: int = 100,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """T-JEPA's masks over the columns of a table row.
+
+    Once per batch, the context size `n_c` and the target size `n_t` are drawn uniformly from
+    `round(D * fraction)` ranges (the defaults are the official code's Jannis values) until
+    `n_c + n_t <= D`; per row, a uniformly random context of `n_c` columns, then `num_targets`
+    random subsets of `n_t` columns of the rest (disjoint from the context, possibly overlapping each
+    other).
+
+    Returns:
+        context: `[B, n_c]` int64 column indices, sorted.
+        targets: `[num_targets, B, n_t]` int64 column indices, each set sorted.
+    """
+    if num_columns < 2:
+        raise ValueError(f"T-JEPA needs at least 2 columns (one context, one target), got {num_columns}")
+
+    def size(fraction: tuple[float, float]) -> int:
+        low, high = (max(1, round(num_columns * f)) for f in fraction)
+        return int(torch.randint(low, max(low, high) + 1, (), generator=generator))
+
+    for _ in range(max_tries):
+        n_c, n_t = size(context_fraction), size(target_fraction)
+        if n_c + n_t <= num_columns:
+            break
+    else:
+        raise ValueError(
+            f"context_fraction {tuple(context_fraction)} and target_fraction {tuple(target_fraction)} leave no room for "
+            f"disjoint context and target sets on {num_columns} columns; lower them"
+        )
+    order = torch.rand(batch_size, num_columns, generator=generator).argsort(dim=1)
+    context, rest = order[:, :n_c], order[:, n_c:]
+    picks = torch.rand(num_targets, batch_size, rest.shape[1], generator=generator).argsort(dim=2)[..., :n_t]
+    targets = torch.gather(rest.expand(num_targets, -1, -1), 2, picks)
+    return context.sort(dim=1).values, targets.sort(dim=2).values

@@ -7,6 +7,7 @@ from ssl_platform.methods.ijepa import IJEPA
 from ssl_platform.methods.simclr import SimCLR
 from ssl_platform.methods.spark import SparK
 from ssl_platform.methods.supervised import Supervised
+from ssl_platform.methods.tjepa import TJEPA
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
@@ -14,7 +15,8 @@ METHODS: dict[str, type[Method]] = {
     "dae": DenoisingAutoencoder,  # G-SimCLR's first stage (recipes/gsimclr/)
     "spark": SparK,
     "ijepa": IJEPA,
+    "tjepa": TJEPA,
     "supervised": Supervised,
 }
 
-__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "IJEPA", "Method", "SimCLR", "SparK", "Supervised"]
+__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "IJEPA", "Method", "SimCLR", "SparK", "Supervised", "TJEPA"]

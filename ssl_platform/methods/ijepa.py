@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ssl_platform.engine.ema import ema_update, frozen_copy, linear_momentum
@@ -24,54 +23,7 @@ from ssl_platform.masking.block import gather_tokens, multiblock_masks
 from ssl_platform.methods.base import Method
 from ssl_platform.models.backbones import create_backbone
 from ssl_platform.models.pos_embed import sincos_2d
-
-
-class IJEPAPredictor(nn.Module):
-    """The narrow ViT that predicts target-block tokens from context tokens.
-
-    Args:
-        grid: the encoder's patch grid `(gh, gw)`.
-        embed_dim: the encoder's width D.
-        dim: the predictor's width (the paper: 384 for every encoder size).
-        depth: transformer blocks (the paper: 12 for ViT-H; the code's default 6).
-        num_heads: attention heads (the paper: the encoder's).
-    """
-
-    def __init__(self, grid: tuple[int, int], embed_dim: int, dim: int = 384, depth: int = 6, num_heads: int = 12):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"predictor width {dim} is not divisible by its {num_heads} heads")
-        self.proj_in = nn.Linear(embed_dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.register_buffer("pos_embed", sincos_2d(grid, dim)[None], persistent=False)  # [1, N, dim]
-        self.blocks = nn.Sequential(*(Block(dim, num_heads, mlp_ratio=4.0, qkv_bias=True,
-                                            norm_layer=nn.LayerNorm) for _ in range(depth)))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.proj_out = nn.Linear(dim, embed_dim)
-        trunc_normal_(self.mask_token, std=0.02)
-        self.apply(_init_weights)
-
-    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
-        """`context: [B, Nc, D]` tokens at `context_idx: [B, Nc]`; `target_idx: [M, B, Nt]`
-        -> predictions `[M * B, Nt, D]`, block-major (block m of image b at row `m * B + b`).
-
-        Each target block gets its own pass (the context repeated once per block): blocks never
-        attend to each other, as in the paper.
-        """
-        m, b, nt = target_idx.shape
-        pos = self.pos_embed.expand(b, -1, -1)
-        x = self.proj_in(context) + gather_tokens(pos, context_idx)  # [B, Nc, d]
-        x = x.repeat(m, 1, 1)  # [M*B, Nc, d], block-major like the targets below
-        queries = self.mask_token + gather_tokens(pos.repeat(m, 1, 1), target_idx.flatten(0, 1))  # [M*B, Nt, d]
-        x = self.blocks(torch.cat([x, queries], dim=1))
-        return self.proj_out(self.norm(x[:, -nt:]))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+from ssl_platform.models.predictor import MaskedTokenPredictor
 
 
 class IJEPA(Method):
@@ -134,7 +86,7 @@ class IJEPA(Method):
         self.context_encoder = encoder
         self.backbone = frozen_copy(encoder)  # the EMA target encoder: evaluated and exported
         heads = predictor_heads or encoder.blocks[0].attn.num_heads
-        self.predictor = IJEPAPredictor(self.grid, encoder.embed_dim, predictor_dim, predictor_depth, heads)
+        self.predictor = MaskedTokenPredictor(sincos_2d(self.grid, predictor_dim), encoder.embed_dim, predictor_depth, heads)
         self.mask_kwargs = {"num_targets": num_targets, "target_scale": tuple(target_scale),
                             "target_aspect": tuple(target_aspect), "context_scale": tuple(context_scale),
                             "context_aspect": tuple(context_aspect), "min_keep": min_keep}

@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from ssl_platform.models import convnet  # noqa: F401  (registers plain_convnet with timm)
+from ssl_platform.models import convnet, tabular  # noqa: F401  (register plain_convnet, tabular_transformer with timm)
 
 SPEC_ATTR = "_ssl_platform_spec"
 

@@ -1,5 +1,5 @@
 """A pretraining run killed with SIGKILL and started again with the same command ends with exactly
-the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK, I-JEPA)."""
+the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK, I-JEPA, T-JEPA)."""
 
 import os
 import signal
@@ -27,6 +27,8 @@ RUNS = {
     "spark": ("recipes/spark/debug.yaml", ["train.epochs=1"], 8, 21),
     # masks from the training RNG; the EMA target encoder is part of the method's state
     "ijepa": ("recipes/ijepa/debug.yaml", ["train.epochs=1"], 8, 21),
+    # rows without transform; column subsets from the training RNG (21 of the epoch's 79 steps)
+    "tjepa": ("recipes/tjepa/debug.yaml", ["train.max_steps=21"], 8, 21),
 }
 
 
