@@ -191,5 +191,5 @@ def test_tjepa_debug_recipe_lowers_the_loss_and_exports_the_target_encoder(tmp_p
     assert all(r["train/target_spread"] > 0.05 for r in logged)  # no collapse
     backbone = load_backbone(tmp_path)
     test = Table("fair", split="test")
-    feats, labels = extract_tabular_features(backbone, test, batch_size=512)
+    feats, _ = extract_tabular_features(backbone, test, batch_size=512)
     assert feats.shape == (len(test), (2 + 8) * 32) and torch.isfinite(feats).all() and feats.std(0).mean() > 1e-3

@@ -9,7 +9,8 @@ Samples that already are dicts of batch keys (a `Table` row: `{"x_num", "x_cat"}
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

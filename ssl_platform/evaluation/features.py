@@ -7,7 +7,8 @@ vector `forward_head(forward_features(x), pre_logits=True)`.
 Extractors share one signature, `(backbone, dataset, transform, batch_size, num_workers, device)
 -> (feats [N, D], targets [N, ...])`, so a suite task names the one it needs (`extractor:`):
 `extract_features` for images (the default), `extract_node_features` for node-level graph tasks,
-`extract_tabular_features` for tables (`x_num`, `x_cat` rows), and `pixel_summary` gives the backbone-independent inputs of instance-dependent label noise.
+`extract_tabular_features` for tables (`x_num`, `x_cat` rows), and `pixel_summary` gives the
+backbone-independent inputs of instance-dependent label noise.
 Targets keep their type: int64 class ids, float regression targets, or 0/1 multi-label vectors.
 
 Under torchrun each rank reads every world-th sample and the features are gathered, so every rank

@@ -23,7 +23,8 @@ A suite is flat YAML; every key is checked by `load_suite` (unknown keys fail na
     probe: {epochs: 30, lr: 1.0e-3, weight_decay: 1.0e-4, batch_size: 64}
     finetune: {epochs: 10, lr: 1.0e-3, losses: [none, elr], layer_decay: null, drop_path: 0.0, ...}
     linear_sgd: {epochs: 10, lr: 0.1, optimizer: sgd, weight_decay: 0.0, losses: [none]}
-    mlp: {hidden: [256, 256], alpha: 1.0e-4, lr: 1.0e-3, batch_size: 256, max_iter: 200, val_fraction: 0.1, patience: 10}
+    mlp: {hidden: [256, 256], alpha: 1.0e-4, lr: 1.0e-3, batch_size: 256, max_iter: 200, val_fraction: 0.1,
+          patience: 10}
     gbdt: {max_iter: 500, learning_rate: 0.1, max_leaf_nodes: 31, min_samples_leaf: 20, l2_regularization: 0.0,
            val_fraction: 0.1, patience: 20}
     random_backbone: {name: resnet18, small_input: true, in_chans: 1}   # create_backbone kwargs
@@ -446,7 +447,11 @@ def load_task(name: str, task: TaskConfig, suite: Suite, backbone: nn.Module, de
 
 def _cached_classification(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
                            seed: int, device: str) -> list[tuple[str, str, str, float]]:
-    """kNN, L-BFGS linear, the robust probes, mlp and gbdt on cached features -> (protocol, robust, metric, value)."""
+    """kNN, L-BFGS linear, the robust probes, mlp and gbdt on cached features.
+
+    Returns:
+        (protocol, robust, metric, value) tuples.
+    """
     out = []
     x_test, y_test = data.test
     if "knn" in protocols:

@@ -8,10 +8,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ssl_platform import config
 from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import Digits
 from ssl_platform.evaluation import noise as noise_lib
@@ -50,19 +52,46 @@ def tiny_random_backbone():
     return create_backbone("resnet18", small_input=True, in_chans=1, channels=[8, 16, 32, 64], zero_init_last=False)
 
 
+TABULAR_BACKBONE = "tabular_transformer"  # registered with timm by ssl_platform/models/tabular.py
+
+
+def _is_table_suite(suite: Path) -> bool:
+    return OmegaConf.load(suite).random_backbone.name == TABULAR_BACKBONE
+
+
 @pytest.mark.parametrize("suite", sorted(EVAL.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_suite_validates_and_starts_with_its_command(suite):
-    cfg = load_suite(suite)
+    # until the tabular backbone is registered, the rest of a table suite is still checked here (and
+    # test_table_suites_name_a_registered_backbone fails as expected)
+    unregistered = _is_table_suite(suite) and not timm.is_model(TABULAR_BACKBONE)
+    cfg = load_suite(suite, ["random_backbone.name=resnet18"] if unregistered else [])
     assert suite.read_text().splitlines()[0].startswith(f"# python -m ssl_platform eval eval/{suite.name} backbone=")
     assert set(cfg.eval.protocols) <= set(PROTOCOLS)
     # a suite may run fewer presets, never an unnamed variant (load_suite refuses those)
     assert cfg.knn.presets and set(cfg.knn.presets) <= set(KNN_PRESETS)
-    assert cfg.random_backbone.in_chans == 1 and cfg.random_backbone.small_input
+    if not _is_table_suite(suite):  # image suites: the random baseline reads 1-channel small images
+        assert cfg.random_backbone.in_chans == 1 and cfg.random_backbone.small_input
+        return
+    # table suites: the random (and raw) backbone has the table's schema, rows come through the
+    # tabular extractor, and the heads are the T-JEPA comparison on clean labels
+    (name, task), = cfg.tasks.items()
+    schema = config.instantiate(task.train).schema()
+    assert dict(cfg.random_backbone) == {"name": TABULAR_BACKBONE, **schema}
+    assert task.extractor == "ssl_platform.evaluation.features.extract_tabular_features" and task.transform is None
+    assert list(cfg.eval.protocols) == ["linear", "mlp", "gbdt"] and list(cfg.eval.label_fractions) == [1.0]
+    assert len(cfg.eval.seeds) >= 5 and not task.noise and not cfg.noise.kinds
+    assert suite.name == f"tables_{name}.yaml" and task.train.source == name
+
+
+@pytest.mark.parametrize("suite", sorted(EVAL.glob("tables_*.yaml")), ids=lambda p: p.name)
+def test_table_suites_name_a_registered_backbone(suite):
+    assert load_suite(suite).random_backbone.name == TABULAR_BACKBONE and timm.is_model(TABULAR_BACKBONE)
 
 
 def test_the_quick_suite_has_every_protocol_two_noise_rates_and_the_robust_methods():
     cfg = load_suite(DIGITS)
-    assert list(cfg.eval.protocols) == list(PROTOCOLS) and len(cfg.noise.rates) == 2
+    # every protocol but the tables' heads (mlp, gbdt: eval/tables_*.yaml and tests/evaluation/test_tabular_eval.py)
+    assert list(cfg.eval.protocols) == [p for p in PROTOCOLS if p not in ("mlp", "gbdt")] and len(cfg.noise.rates) == 2
     assert set(cfg.robust.methods) == {"none", "gce", "sce", "elr", "nmtune"}
 
 
@@ -76,7 +105,8 @@ def test_defaults_are_filled_and_overrides_apply():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("epochs=3", r"unknown key 'epochs'; valid keys: eval, finetune, knn, linear, linear_sgd, name, noise"),
+        ("epochs=3", (r"unknown key 'epochs'; valid keys: eval, finetune, gbdt, knn, linear, linear_sgd, mlp, name, "
+                     r"noise")),
         ("eval.sedes=[1]", r"unknown key eval.'sedes' \(did you mean 'seeds'\?\)"),
         ("linear.lambda=0.1", r"unknown key linear.'lambda' \(did you mean 'lambdas'\?\)"),
         ("knn.k=5", r"unknown key knn.'k'; valid keys: presets"),

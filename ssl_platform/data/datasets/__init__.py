@@ -16,15 +16,15 @@ from ssl_platform.data.datasets.tabular import Table
 from ssl_platform.data.datasets.torchvision_sets import CIFAR10, CIFAR100, STL10
 
 __all__ = [
-    "ArrayImages",
     "CIFAR10",
     "CIFAR100",
+    "MNIST",
+    "STL10",
+    "ArrayImages",
     "Digits",
     "FashionMNIST",
     "IdxError",
     "ImageFolder",
-    "MNIST",
-    "STL10",
     "Table",
     "balanced_subset",
     "read_idx",

@@ -1,0 +1,403 @@
+"""Tables: numeric and categorical columns of one row -> `({"x_num", "x_cat"}, label)`.
+
+A `Table` reads one of three kinds of source:
+
+- a bundled table, no download: scikit-learn's `breast_cancer`, `wine` and `digits`, statsmodels'
+  `randhie` and `fair` (see `BUNDLED` for each one's target and column types);
+- a documented layout of a file you download yourself: `adult`, `higgs`, `california` (see `LAYOUTS`;
+  nothing is downloaded here, a missing file fails saying where to get it and where to put it);
+- your own `.csv` / `.parquet` file, with a column schema: `columns={"age": "num", "city": "cat"}`,
+  `target="price"`, `task="regression"`.
+
+The table is split into train and test once, by `seed` and `test_fraction` (stratified by class for
+classification), so `Table(..., split="train")` and `Table(..., split="test")` with the same
+arguments are disjoint and together cover every row with a target. Whatever the split, every
+statistic comes from the training split only (the test split never leaks into them):
+
+- numeric columns are standardised with the training mean and std (population std; a constant
+  column is only centred), and a missing value becomes the training mean, i.e. 0 after scaling;
+- categorical columns are coded 1..K by the training split's sorted vocabulary; 0 is reserved for
+  missing values and for values never seen in training, so `cat_cardinalities` counts K + 1.
+
+Rows without a target are dropped. `limit` keeps a subset of the split (class-balanced for
+classification) after the statistics are fitted on the whole training split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssl_platform.data.datasets.base import balanced_subset, check_split, resolve_root
+
+SPLITS = ("train", "test")
+TASKS = ("classification", "regression")
+KINDS = ("num", "cat")
+PARQUET = (".parquet", ".pq")
+EXAMPLE = "columns={'age': 'num', 'city': 'cat'}, target='price', task='regression'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a table holds: feature column types, the target, the task, and where its file comes from.
+
+    Attributes:
+        columns: feature column -> "num" | "cat".
+        target: the label column.
+        task: "classification" | "regression".
+        classes: raw target value -> class name, in label order (None: the sorted distinct values).
+        file: where the file is looked for under the data root, unless `path=` is given.
+        get: how to obtain the file (the error message of a missing file).
+        read: keyword arguments of `pandas.read_csv` for this file (headerless files name their columns).
+    """
+
+    columns: dict[str, str]
+    target: str
+    task: str
+    classes: dict[Any, str] | None = None
+    file: str = ""
+    get: str = ""
+    read: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+_ADULT_NUM = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
+_ADULT_CAT = ("workclass", "education", "marital-status", "occupation", "relationship", "race", "sex",
+              "native-country")
+_ADULT_NAMES = ("age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+                "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week",
+                "native-country", "income")
+# the 21 low-level (detector) then 7 high-level (derived mass) features of the HIGGS benchmark
+_HIGGS_NAMES = ("lepton_pt", "lepton_eta", "lepton_phi", "missing_energy_magnitude", "missing_energy_phi",
+                *(f"jet{j}_{v}" for j in range(1, 5) for v in ("pt", "eta", "phi", "btag")),
+                "m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb")
+_CALIFORNIA = ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude")
+
+# the T-JEPA / Gorishniy et al. benchmark tables, for users who download them (see Layout.get)
+LAYOUTS: dict[str, Layout] = {
+    "adult": Layout(
+        columns={**{c: "num" for c in _ADULT_NUM}, **{c: "cat" for c in _ADULT_CAT}},
+        target="income", task="classification", classes={"<=50K": "<=50K", ">50K": ">50K"},
+        file="adult/adult.data",
+        get="adult.data from the UCI archive, https://archive.ics.uci.edu/dataset/2/adult (inside adult.zip); "
+            "headerless CSV, 32561 rows, missing values written '?'",
+        read={"header": None, "names": list(_ADULT_NAMES), "skipinitialspace": True, "na_values": ["?"]},
+    ),
+    "higgs": Layout(
+        columns={c: "num" for c in _HIGGS_NAMES}, target="label", task="classification",
+        classes={0.0: "background", 1.0: "signal"}, file="higgs/HIGGS.csv.gz",
+        get="HIGGS.csv.gz from the UCI archive, https://archive.ics.uci.edu/dataset/280/higgs (11M rows, "
+            "2.6 GB; for a quick run keep the first rows: zcat HIGGS.csv.gz | head -n 1000000 > higgs_1m.csv "
+            "and pass path=higgs_1m.csv)",
+        read={"header": None, "names": ["label", *_HIGGS_NAMES]},
+    ),
+    "california": Layout(
+        columns={c: "num" for c in _CALIFORNIA}, target="MedHouseVal", task="regression",
+        file="california/california_housing.csv",
+        get="scikit-learn's copy (target in units of $100k), written once with internet: python -c \"from "
+            "sklearn.datasets import fetch_california_housing as f; "
+            "f(as_frame=True).frame.to_csv('california_housing.csv', index=False)\"",
+    ),
+}
+
+
+def _sklearn(name: str) -> tuple[Any, Layout]:
+    """scikit-learn's bundled `load_<name>()`: every feature numeric, the target as class names."""
+    import pandas as pd
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    frame = pd.DataFrame(bunch.data, columns=[str(c) for c in bunch.feature_names])
+    names = [str(n) for n in bunch.target_names]
+    frame["target"] = [names[i] for i in bunch.target]
+    columns = {str(c): "num" for c in bunch.feature_names}
+    layout = Layout(columns, "target", "classification", classes={n: n for n in names})
+    return frame, layout
+
+
+def _randhie() -> tuple[Any, Layout]:
+    """RAND Health Insurance Experiment: outpatient visits (`mdvis`, a count 0..77) from plan and health.
+
+    The 0/1 indicators (individual deductible plan; good, fair, poor self-rated health) are categorical.
+    """
+    import statsmodels.api as sm
+
+    frame = sm.datasets.randhie.load_pandas().data
+    num = ("lncoins", "lpi", "fmde", "physlm", "disea")
+    layout = Layout({**{c: "num" for c in num}, **{c: "cat" for c in ("idp", "hlthg", "hlthf", "hlthp")}},
+                    "mdvis", "regression")
+    return frame, layout
+
+
+def _fair() -> tuple[Any, Layout]:
+    """Fair's 1978 affairs survey: did the respondent have an affair (`affairs > 0`)? 2053 yes of 6366.
+
+    `affairs` itself (time spent in affairs) is the outcome, never a feature. Occupation codes (1-6,
+    hers and the husband's), religiousness (1-4) and marriage rating (1-5) are categorical; age, years
+    married, children and education (years) are numeric.
+    """
+    import statsmodels.api as sm
+
+    frame = sm.datasets.fair.load_pandas().data
+    frame["had_affair"] = np.where(frame.pop("affairs") > 0, "yes", "no")
+    cat = ("rate_marriage", "religious", "occupation", "occupation_husb")
+    num = ("age", "yrs_married", "children", "educ")
+    layout = Layout({**{c: "num" for c in num}, **{c: "cat" for c in cat}}, "had_affair", "classification",
+                    classes={"no": "no", "yes": "yes"})
+    return frame, layout
+
+
+BUNDLED = {
+    "breast_cancer": lambda: _sklearn("breast_cancer"),  # 569 rows, 30 num, malignant / benign
+    "wine": lambda: _sklearn("wine"),  # 178 rows, 13 num, 3 cultivars
+    "digits": lambda: _sklearn("digits"),  # 1797 rows, 64 num (8x8 pixel counts 0..16), 10 digits
+    "randhie": _randhie,  # 20190 rows, 5 num + 4 cat, regression on mdvis
+    "fair": _fair,  # 6366 rows, 4 num + 4 cat, had_affair yes / no
+}
+
+
+def read_table(path: str | Path, **read_kwargs: Any) -> Any:
+    """A `.csv` (also `.csv.gz`, `.tsv`, `.data`...) or `.parquet` file as a pandas DataFrame."""
+    import pandas as pd
+
+    path = Path(path).expanduser()
+    if path.suffix.lower() in PARQUET:
+        try:
+            return pd.read_parquet(path)
+        except ImportError as err:
+            raise ImportError(f"reading {path} needs a parquet engine: pip install pyarrow ({err})") from err
+    if path.suffix.lower() == ".tsv":
+        read_kwargs = {"sep": "\t", **read_kwargs}
+    return pd.read_csv(path, **read_kwargs)
+
+
+def _load(source: str, path: str | Path | None, root: str | Path | None) -> tuple[Any, Layout | None, str]:
+    """(frame, its layout or None, a short name for messages)."""
+    if path is not None and source not in LAYOUTS:
+        raise ValueError(f"Table({source!r}): path= is the downloaded file of a layout ({sorted(LAYOUTS)}); "
+                         "a file of your own is the source itself: Table('my.csv', columns=..., target=...)")
+    if source in BUNDLED:
+        frame, layout = BUNDLED[source]()
+        return frame, layout, source
+    if source in LAYOUTS:
+        layout = LAYOUTS[source]
+        file = Path(path).expanduser() if path is not None else resolve_root(root) / layout.file
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"Table({source!r}): {file} does not exist and nothing is downloaded here. Get {layout.get}; "
+                f"put it at {resolve_root(root) / layout.file} (the data root is $SSL_PLATFORM_DATA, "
+                f"default ./data) or pass path=... to the file"
+            )
+        return read_table(file, **layout.read), layout, source
+    file = Path(source).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"Table({source!r}): no such file, and not a known table. Pass a .csv or .parquet file, one of the "
+            f"bundled tables {sorted(BUNDLED)}, or one of the layouts {sorted(LAYOUTS)} (with path=...)"
+        )
+    return read_table(file), None, file.name
+
+
+def _check_schema(frame: Any, columns: dict[str, str] | None, target: str | None, name: str) -> None:
+    """Every named column exists, kinds are num/cat, the target is given and is not a feature."""
+    have = [str(c) for c in frame.columns]
+    if not columns or target is None:
+        missing = [k for k, v in (("columns", columns), ("target", target)) if not v]
+        raise ValueError(
+            f"Table({name!r}): {' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} required for a file: map each feature column to 'num' or 'cat' and "
+            f"name the label column, e.g. {EXAMPLE}; the file's columns are {have}"
+        )
+    for column in [*columns, target]:
+        if column not in frame.columns:
+            raise ValueError(f"Table({name!r}): column {column!r} is not in the table; its columns are {have}")
+    bad = {c: k for c, k in columns.items() if k not in KINDS}
+    if bad:
+        raise ValueError(f"Table({name!r}): column kinds must be 'num' or 'cat', got {bad}; e.g. {EXAMPLE}")
+    if target in columns:
+        raise ValueError(f"Table({name!r}): the target {target!r} is also listed in columns; remove it there")
+
+
+def _labels(values: Any, task: str, classes: dict[Any, str] | None, name: str) -> tuple[np.ndarray, list[str]]:
+    """Targets -> ([N] int64 class ids and class names) or ([N] float32 and [])."""
+    import pandas as pd
+
+    if task == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.isna().any():
+            raise ValueError(f"Table({name!r}): regression target {values.name!r} has non-numeric values, e.g. "
+                             f"{values[numbers.isna()].iloc[0]!r}; use task='classification'")
+        return numbers.to_numpy(np.float32), []
+    if classes is None:
+        classes = {v: str(v) for v in sorted(values.unique())}
+    ids = values.map({value: i for i, value in enumerate(classes)})
+    if ids.isna().any():
+        unexpected = sorted(values[ids.isna()].astype(str).unique())[:5]
+        raise ValueError(
+            f"Table({name!r}): target values {unexpected} are not among the classes {list(classes)}"
+        )
+    return ids.to_numpy(np.int64), list(classes.values())
+
+
+def _split_rows(
+    labels: np.ndarray, task: str, test_fraction: float, seed: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test row indices; stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"Table({name!r}): test_fraction must be in (0, 1), got {test_fraction}")
+    stratify = labels if task == "classification" else None
+    try:
+        train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, stratify=stratify,
+                                       random_state=seed, shuffle=True)
+    except ValueError as err:  # a class with a single row cannot be stratified
+        raise ValueError(
+            f"Table({name!r}): cannot split {len(labels)} rows into train and test: {err}"
+        ) from err
+    return np.sort(train), np.sort(test)
+
+
+def _numeric(frame: Any, columns: list[str], name: str) -> np.ndarray:
+    """[N, n_num] float64, NaN where missing; a non-numeric entry is an error naming its column."""
+    import pandas as pd
+    from pandas.api.types import is_bool_dtype
+
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for j, column in enumerate(columns):
+        raw = frame[column]
+        numbers = pd.to_numeric(raw.astype("float64") if is_bool_dtype(raw.dtype) else raw, errors="coerce")
+        wrong = numbers.isna() & raw.notna()
+        if wrong.any():
+            raise ValueError(f"Table({name!r}): numeric column {column!r} holds {raw[wrong].iloc[0]!r}; "
+                             f"declare it 'cat' in columns or clean the file")
+        out[:, j] = numbers.to_numpy(np.float64)
+    return out
+
+
+def _category(value: Any) -> str:
+    """A category's name; integral floats print as integers, so 2, 2.0 and "2" are one category."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _categorical(frame: Any, columns: list[str], train: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
+    """[N, n_cat] int64 codes by the training rows' sorted vocabulary (0: missing or unseen), and the
+    vocabularies."""
+    import pandas as pd
+
+    codes, vocabularies = np.zeros((len(frame), len(columns)), dtype=np.int64), []
+    for j, column in enumerate(columns):
+        values = frame[column].map(_category, na_action="ignore")  # missing stays missing
+        vocabulary = sorted(values.iloc[train].dropna().unique())
+        codes[:, j] = pd.Index(vocabulary, dtype=object).get_indexer(values) + 1  # -1 (unknown, missing) -> 0
+        vocabularies.append(vocabulary)
+    return codes, vocabularies
+
+
+class Table:
+    """One split of a table: items `({"x_num": [n_num] float32, "x_cat": [n_cat] int64}, label)`.
+
+    See the module docstring for sources, splitting and the train-only statistics.
+
+    Args:
+        source: a bundled table (`BUNDLED`: breast_cancer, wine, digits, randhie, fair), a layout
+            (`LAYOUTS`: adult, higgs, california; the file from `path` or the data root), or a path to
+            a .csv / .parquet file.
+        split: "train" or "test".
+        root: data root of the layouts' files (default `$SSL_PLATFORM_DATA`, else ./data).
+        columns: feature column -> "num" | "cat"; required for a file, overrides a named table's.
+        target: the label column; required for a file, overrides a named table's.
+        task: "classification" | "regression"; for a file with a numeric target it must be given.
+        path: the downloaded file of a layout (adult, higgs, california).
+        test_fraction: share of rows (of every class, for classification) in the test split.
+        seed: seed of the split and of the `limit` subset.
+        limit: keep this many rows of the split (class-balanced for classification).
+
+    Attributes:
+        x_num: [N, n_num] float32, x_cat: [N, n_cat] int64, targets: [N] int64 class ids or float32.
+        classes (names, [] for regression), task, num_columns, cat_columns, cat_cardinalities (with
+        the unknown slot 0), num_mean / num_std (training statistics), cat_vocab (training
+        vocabularies; code i is cat_vocab[j][i - 1]), rows (each item's row in the table, once rows
+        without a target are dropped).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        split: str = "train",
+        root: str | Path | None = None,
+        columns: dict[str, str] | None = None,
+        target: str | None = None,
+        task: str | None = None,
+        path: str | Path | None = None,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        limit: int | None = None,
+    ):
+        self.split = check_split(split, SPLITS, "Table")
+        frame, layout, name = _load(str(source), path, root)
+        self.source = name
+        columns = dict(columns) if columns is not None else (dict(layout.columns) if layout else None)
+        target = target if target is not None else (layout.target if layout else None)
+        _check_schema(frame, columns, target, name)
+        self.task = self._task(frame[target], task, layout, target, name)
+        frame = frame[frame[target].notna()].reset_index(drop=True)
+        own = layout is not None and target == layout.target and self.task == layout.task
+        labels, self.classes = _labels(frame[target], self.task, layout.classes if own else None, name)
+        train, test = _split_rows(labels, self.task, test_fraction, seed, name)
+        rows = train if split == "train" else test
+        self.target = target
+        self.num_columns = [c for c, kind in columns.items() if kind == "num"]
+        self.cat_columns = [c for c, kind in columns.items() if kind == "cat"]
+
+        x_num = _numeric(frame, self.num_columns, name)  # [N, n_num], NaN where missing
+        with np.errstate(all="ignore"):  # an all-missing training column gives NaN statistics, handled below
+            mean, std = np.nanmean(x_num[train], axis=0), np.nanstd(x_num[train], axis=0)
+        mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        x_num = np.nan_to_num((x_num[rows] - mean) / std)  # a missing value is the train mean: 0
+        x_cat, self.cat_vocab = _categorical(frame, self.cat_columns, train)
+        self.num_mean, self.num_std = mean, std
+        self.cat_cardinalities = [len(v) + 1 for v in self.cat_vocab]
+
+        # classification: class-balanced; regression: one "class", i.e. a plain random subset
+        groups = labels[rows] if self.task == "classification" else np.zeros(len(rows))
+        keep = balanced_subset(groups, limit, seed)
+        self.rows = rows[keep]
+        self.x_num = torch.from_numpy(x_num[keep].astype(np.float32))  # [N, n_num]
+        self.x_cat = torch.from_numpy(x_cat[self.rows])  # [N, n_cat]
+        self.targets = labels[self.rows]
+
+    @staticmethod
+    def _task(values: Any, task: str | None, layout: Layout | None, target: str, name: str) -> str:
+        if task is None and layout is not None and target == layout.target:
+            task = layout.task
+        if task is None:
+            from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+            if is_numeric_dtype(values.dtype) and not is_bool_dtype(values.dtype):
+                raise ValueError(f"Table({name!r}): target {target!r} is numeric; say what to predict with "
+                                 f"task='classification' (class ids) or task='regression'")
+            task = "classification"
+        if task not in TASKS:
+            raise ValueError(f"Table({name!r}): task must be one of {list(TASKS)}, got {task!r}")
+        return task
+
+    def schema(self) -> dict[str, Any]:
+        """The tabular backbone's constructor kwargs for this table: num_numeric, cat_cardinalities."""
+        return {"num_numeric": len(self.num_columns), "cat_cardinalities": list(self.cat_cardinalities)}
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int | float]:
+        label = self.targets[index]
+        return {"x_num": self.x_num[index], "x_cat": self.x_cat[index]}, label.item()
+
+    def __repr__(self) -> str:
+        kind = f"{len(self.classes)} classes" if self.task == "classification" else "regression"
+        return (f"Table({self.source!r}, split={self.split!r}, n={len(self)}, target={self.target!r}, {kind}, "
+                f"num={len(self.num_columns)}, cat={len(self.cat_columns)} {self.cat_cardinalities})")
