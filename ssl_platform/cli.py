@@ -1,12 +1,14 @@
-"""Command line: `python -m ssl_platform {pretrain,eval,data}` (console script `sslp`).
+"""Command line: `python -m ssl_platform {pretrain,eval,data,zoo}` (console script `sslp`).
 
     sslp pretrain recipes/simclr/debug.yaml train.max_steps=5 [--dry-run]
     torchrun --nproc_per_node 2 -m ssl_platform pretrain RECIPE [k=v ...]
     torchrun --nproc_per_node 2 -m ssl_platform eval SUITE backbone=...   (same results, rank 0 writes)
-    sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors [out_dir=DIR]
-              [overwrite=true] [device=cuda] [k=v ...]     (backbone=A,B,... compares several)
+    sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors|ZOO_NAME [out_dir=DIR]
+              [overwrite=true] [device=cuda] [zoo=DIR_OR_URL] [k=v ...]     (backbone=A,B,... compares several)
     sslp eval eval/tables_wine.yaml backbone=RUN_DIR,raw   (raw: the table's own columns, no backbone)
     sslp data prepare fashion-mnist|mnist [--root DIR]
+    sslp zoo list|show NAME|verify [NAME ...]|pull NAME|export NAME DIR|docs [--out docs/zoo.md]  [--zoo DIR_OR_URL]
+    sslp zoo publish RUN_DIR --name arch.tag [--license SPDX] [--url URL] [--eval DIR ...] [--force]
 """
 
 from __future__ import annotations
@@ -36,12 +38,25 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
+def _zoo_entry(spec: str, zoo: str | None):
+    """(the zoo entry called `spec`, "") or (None, why not) when `spec` is no zoo name (arch.tag) or not in the zoo."""
+    from ssl_platform.checkpoint import zoo as zoo_lib
+
+    if not zoo_lib.NAME.fullmatch(spec):
+        return None, ""
+    try:
+        return zoo_lib.get_entry(spec, zoo), ""
+    except zoo_lib.ZooError as err:
+        return None, str(err)
+
+
+def resolve_backbone(spec: str, suite_cfg, seed: int = 0, zoo: str | None = None):
     """A `backbone=` value -> (module, name, sha256 of its file or "" for a random init).
 
-    See the module docstring for the accepted forms. `raw` is the raw-feature baseline of tables
-    (`evaluation.tabular.RawTabular`), sized by the suite's `random_backbone` schema (num_numeric,
-    cat_cardinalities).
+    See the module docstring for the accepted forms; a zoo name (arch.tag) is looked up in `zoo`
+    (default: `checkpoint.zoo.resolve_zoo`) when no run directory or file has that name. `raw` is the
+    raw-feature baseline of tables (`evaluation.tabular.RawTabular`), sized by the suite's
+    `random_backbone` schema (num_numeric, cat_cardinalities).
     """
     import torch
 
@@ -68,6 +83,9 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
                 raise ConfigError("backbone=random needs random_backbone: {name: ..., ...} in the suite")
             return from_spec(arch), "random", ""
         source = Path(spec.split(":", 1)[1])
+        entry = None if source.exists() else _zoo_entry(str(source), zoo)[0]
+        if entry is not None:  # the architecture is in the index: no download needed
+            return from_spec(entry.backbone_spec), f"random-{entry.name}", ""
         file = source / "backbone.safetensors" if source.is_dir() else source
         name = f"random-{source.name if source.is_dir() else source.stem}"
         return from_spec(read_backbone_metadata(file)["backbone"]), name, ""
@@ -75,10 +93,16 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0):
     if path.exists():
         file = backbone_file(path)
         return load_backbone(file), path.name if path.is_dir() else path.stem, file_sha256(file)
+    entry, why_not = _zoo_entry(spec, zoo)
+    if entry is not None:
+        from ssl_platform.checkpoint import zoo as zoo_lib
+
+        return zoo_lib.load_backbone(spec, zoo), spec, entry.sha256
     raise FileNotFoundError(
-        f"backbone={spec!r} is neither a run directory nor a .safetensors file; "
-        "use backbone=random, backbone=random:RUN_DIR, backbone=RUN_DIR, backbone=FILE.safetensors or, for "
-        "tables, backbone=raw"
+        f"backbone={spec!r} is neither a run directory nor a .safetensors file, nor a name in the model zoo"
+        + (f" ({why_not})" if why_not else "") + "; use backbone=random, backbone=random:RUN_DIR, "
+        "backbone=RUN_DIR, backbone=FILE.safetensors, backbone=ZOO_NAME (zoo=DIR_OR_URL chooses the zoo) or, "
+        "for tables, backbone=raw"
     )
 
 
@@ -90,11 +114,12 @@ def _eval(args: argparse.Namespace) -> int:
     from ssl_platform.evaluation.report import compare
     from ssl_platform.evaluation.suite import load_suite, run_suite
 
-    plain = [o for o in args.overrides if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite="))]
+    plain = [o for o in args.overrides
+             if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite=", "zoo="))]
     options = dict(o.split("=", 1) for o in args.overrides if o not in plain)
     if not options.get("backbone"):
-        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors | raw "
-                          "(comma-separated for several)")
+        raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors | ZOO_NAME "
+                          "| raw (comma-separated for several)")
     specs = options["backbone"].split(",")
     if options.get("out_dir") and len(specs) > 1:
         raise ConfigError("out_dir= takes one backbone; with several, each writes to runs/eval/<suite>-<backbone>")
@@ -105,7 +130,7 @@ def _eval(args: argparse.Namespace) -> int:
     rows = []
     try:
         for spec in specs:
-            backbone, name, sha256 = resolve_backbone(spec, suite)
+            backbone, name, sha256 = resolve_backbone(spec, suite, zoo=options.get("zoo"))
             out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
             rows += run_suite(suite, backbone.to(device), name, out_dir, device=str(device), overwrite=overwrite,
                               backbone_sha256=sha256)
@@ -133,6 +158,65 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    from ssl_platform.checkpoint import zoo, zoo_card, zoo_publish
+
+    where = zoo.resolve_zoo(args.zoo)
+    if args.action == "list":
+        print(zoo_card.format_list(zoo.read_index(where), where), end="")
+    elif args.action == "show":
+        print(zoo_card.format_show(zoo.get_entry(args.name, where), where), end="")
+    elif args.action == "verify":
+        checks = zoo.verify(args.names or None, where)
+        for name, ok, detail in checks:
+            print(f"{'ok' if ok else 'FAILED':6}  {name}  {detail}")
+        failed = sum(not ok for _, ok, _ in checks)
+        print(f"{len(checks) - failed} of {len(checks)} verified in {where}")
+        return 1 if failed else 0
+    elif args.action == "pull":
+        print(zoo.pull(args.name, where))
+    elif args.action == "export":
+        out = zoo.export_timm(args.name, args.out_dir, where)
+        print(f"[ssl_platform] timm.create_model('local-dir:{out}', pretrained=True) loads {args.name}")
+    elif args.action == "docs":
+        out = args.out or (zoo.REPO_ROOT / "docs" / "zoo.md" if (zoo.REPO_ROOT / "docs").is_dir() else "zoo.md")
+        print(f"[ssl_platform] wrote {zoo_card.write_docs(where, out)}")
+    elif args.action == "publish":
+        entry = zoo_publish.publish(args.run_dir, args.name, where, license=args.license, force=args.force,
+                                    url=args.url, eval_dirs=args.eval or None)
+        print(f"[ssl_platform] published {entry.name}: {where}/{entry.file} (sha256 {entry.sha256}), "
+              f"{len(entry.results)} results, card {where}/{entry.card}")
+    return 0
+
+
+def _zoo_parser(sub) -> None:
+    z = sub.add_parser("zoo", help="list, verify, pull and publish backbones of the model zoo")
+    zsub = z.add_subparsers(dest="action", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--zoo", default=None, help="zoo directory or http(s) base URL (default: $SSL_PLATFORM_ZOO, "
+                       "else the checkout's zoo/, else ~/.cache/ssl_platform/zoo)")
+    zsub.add_parser("list", parents=[where], help="the models, with their headline results")
+    zsub.add_parser("show", parents=[where], help="every field and result of one model").add_argument("name")
+    zsub.add_parser("verify", parents=[where], help="recompute sha256s; exit 1 on any mismatch").add_argument(
+        "names", nargs="*", help="default: every model")
+    zsub.add_parser("pull", parents=[where], help="download (if remote) and verify; print the file's path").add_argument(
+        "name")
+    e = zsub.add_parser("export", parents=[where], help="write timm's hub folder: config.json, model.safetensors")
+    e.add_argument("name")
+    e.add_argument("out_dir")
+    zsub.add_parser("docs", parents=[where], help="regenerate docs/zoo.md from index.json").add_argument(
+        "--out", default=None, help="default: the checkout's docs/zoo.md")
+    p = zsub.add_parser("publish", parents=[where], help="add a run's backbone, results and card to a local zoo")
+    p.add_argument("run_dir")
+    p.add_argument("--name", required=True, help="arch.tag, e.g. simclr_resnet18.fmnist_200ep")
+    p.add_argument("--license", default="Apache-2.0", help="the weights' license (default: the code's, Apache-2.0)")
+    p.add_argument("--url", default=None, help="where the weights file is downloadable (ending in / : a directory)")
+    p.add_argument("--eval", action="append", default=[], metavar="DIR",
+                   help="where to find results.jsonl (default: RUN_DIR/../eval and ./runs/eval); repeatable")
+    p.add_argument("--force", action="store_true", help="replace an entry of this name that has another file")
+    z.set_defaults(fn=_zoo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("name", choices=["fashion-mnist", "mnist"])
     dp.add_argument("--root", default=None)
     dp.set_defaults(fn=_data)
+    _zoo_parser(sub)
     return parser
 
 

@@ -1,0 +1,314 @@
+"""Publishing a run into a local zoo: the weights under a hashed name, an index.json entry, a model card.
+
+    sslp zoo publish runs/simclr_resnet18_fmnist_200ep --name simclr_resnet18.fmnist_200ep [--zoo DIR]
+
+The entry takes the architecture from the file's own metadata (`checkpoint.io.export_backbone`), the
+recipe, method, data and input size from the run's `config.yaml`, and the evaluation results from every
+`results.jsonl` under `<run dir>/../eval/` and `./runs/eval/` (or the given directories) whose rows
+name this very file by its sha256 (`backbone_sha256`). A random-init twin of the run
+(`backbone=random:RUN`, rows named `random-<run>`) is shown beside it in the card.
+
+Weights of more than a few MB belong on a release server: publish as usual, upload the
+`.safetensors` file, and publish again with `--url` naming where it lives (the entry keeps the hash).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_platform.checkpoint import io
+from ssl_platform.checkpoint.download import IntegrityError, file_lock
+from ssl_platform.checkpoint.zoo import (
+    INDEX_FILE,
+    NAME,
+    REPO_ROOT,
+    ZooEntry,
+    ZooError,
+    cache_dir,
+    is_remote,
+    read_index,
+    resolve_zoo,
+    write_index,
+)
+from ssl_platform.checkpoint.zoo_card import render_card, write_docs
+from ssl_platform.evaluation import report
+
+DEFAULT_LICENSE = "Apache-2.0"  # the code's license; pass --license when the data's terms differ
+CARDS_DIR = "cards"
+_RESULT_KEYS = ("task", "protocol", "label_fraction", "noise_kind", "noise_rate", "robust", "metric")
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """The rows of one evaluation directory that measured the published file, and its random-init twin's."""
+
+    suite: str
+    directory: Path
+    rows: list[dict[str, Any]]
+    baseline: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _suite_name(directory: Path) -> str:
+    try:
+        name = (yaml.safe_load((directory / "suite.yaml").read_text()) or {}).get("name")
+    except (OSError, yaml.YAMLError):
+        name = None
+    return str(name or directory.name)
+
+
+def _results_files(roots: Sequence[Path]) -> list[Path]:
+    files = set()
+    for root in roots:
+        found = [root / "results.jsonl"] if (root / "results.jsonl").is_file() else root.glob("*/results.jsonl")
+        files.update(p.resolve() for p in found)
+    return sorted(files)
+
+
+def find_evaluations(run_dir: str | Path, sha256: str, roots: Sequence[str | Path] | None = None) -> list[Evaluation]:
+    """Every evaluation of the file with this sha256 (or, for rows without a sha, of the run's name).
+
+    Args:
+        run_dir: the pretraining run; its name is what `sslp eval backbone=RUN` calls the backbone.
+        sha256: the published file's hash.
+        roots: directories holding eval output directories (or a `results.jsonl` themselves);
+            default `<run_dir>/../eval` and `./runs/eval`.
+    """
+    run_dir = Path(run_dir).resolve()
+    name = run_dir.name
+    roots = [Path(r) for r in roots] if roots else [run_dir.parent / "eval", Path("runs") / "eval"]
+    found, baselines = [], {}
+    for path in _results_files(roots):
+        try:
+            rows = report.read_rows(path)
+        except ValueError as err:  # someone else's broken file must not stop a publish; say so
+            print(f"[ssl_platform] skipping {path}: {err}", file=sys.stderr)
+            continue
+        suite = _suite_name(path.parent)
+        own = [r for r in rows if r["backbone_sha256"] == sha256
+               or (not r["backbone_sha256"] and r["backbone"] == name)]
+        twin = [r for r in rows if r["backbone"] == f"random-{name}" and not r["backbone_sha256"]]
+        if own:
+            report.summarise(own)  # refuses repeated seeds and non-finite values, with its message
+            found.append(Evaluation(suite, path.parent, own))
+        if twin:
+            baselines.setdefault(suite, twin)
+    for evaluation in found:
+        evaluation.baseline = baselines.get(evaluation.suite, [])
+    return found
+
+
+def aggregate(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """One index.json result per setting: mean, sample std (ddof=1, None for one seed), n, git shas."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in evaluation.rows:
+        groups.setdefault(tuple(row[k] for k in _RESULT_KEYS), []).append(row)
+    out = []
+    for key, members in sorted(groups.items()):
+        values = [r["value"] for r in members]
+        out.append({
+            "suite": evaluation.suite,
+            **dict(zip(_RESULT_KEYS, key)),
+            "mean": round(statistics.fmean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+            "n": len(values),
+            "git_shas": sorted({r["git_sha"] for r in members}),
+        })
+    return out
+
+
+def _method_key(recipe: dict[str, Any]) -> str:
+    """`ssl_platform.methods.simclr.SimCLR` -> `simclr` (module names are the METHODS keys)."""
+    component = str((recipe.get("method") or {}).get("_component_") or "")
+    parts = component.split(".")
+    if component.startswith("ssl_platform.methods.") and len(parts) == 4:
+        return parts[2]
+    return parts[-1].lower() or "unknown"
+
+
+def _data_name(recipe: dict[str, Any]) -> str:
+    dataset = (recipe.get("data") or {}).get("dataset") or {}
+    cls = str(dataset.get("_component_") or "unknown").rsplit(".", 1)[-1]
+    source = dataset.get("source") or dataset.get("name")
+    return f"{cls}({source})" if source else cls
+
+
+def _input_spec(recipe: dict[str, Any], in_chans: int) -> tuple[list[int] | None, list | None, list | None]:
+    """[C, H, W], mean and std of the pretraining transform (None for data that is not images)."""
+    from ssl_platform.data.transforms import _normalize_stats  # the transforms' own defaults
+
+    transform = (recipe.get("data") or {}).get("transform") or {}
+    size = transform.get("size") or (recipe.get("method") or {}).get("image_size")
+    if not size:
+        return None, None, None
+    hw = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+    channels = int(transform.get("channels", in_chans))
+    try:
+        mean, std = _normalize_stats(channels, transform.get("mean"), transform.get("std"))
+    except ValueError:  # e.g. multispectral: only what the recipe states
+        mean, std = transform.get("mean"), transform.get("std")
+    return [in_chans, *hw], mean, std
+
+
+def _timm_compat(backbone_spec: dict[str, Any], file: Path) -> tuple[dict[str, Any] | None, str]:
+    """(kwargs of plain `timm.create_model`, note), or (None, why plain timm cannot load the file)."""
+    import timm
+    import torch
+    from safetensors import safe_open
+
+    arch = backbone_spec["name"]
+    kwargs = {k: v for k, v in backbone_spec.items() if k not in ("name", "small_input")}
+    if backbone_spec.get("small_input") or "stem_stride" in kwargs:
+        return None, (
+            "it was built with small_input=True, a 3x3 stem without max-pool that timm's "
+            f"{arch} does not have, so timm.create_model cannot take its weights. Use "
+            "ssl_platform.zoo.load_backbone(name), which rebuilds it with "
+            "ssl_platform.models.backbones.create_backbone(architecture, **arch_kwargs)"
+        )
+    plain = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    model = None
+    for device in ("meta", "cpu"):  # meta: shapes only, no memory or init time; cpu if a model needs values
+        try:
+            with torch.device(device):
+                model = timm.create_model(arch, num_classes=0, **plain)
+            break
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as err:
+            error = err
+    if model is None:
+        return None, f"timm.create_model({arch!r}, num_classes=0, **{kwargs}) fails ({error}); use load_backbone"
+    with safe_open(str(file), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (no __iter__)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if own != shapes:
+        differ = sorted(set(own) ^ set(shapes) | {k for k in own if k in shapes and own[k] != shapes[k]})
+        return None, f"timm's {arch} has other parameters than the file (e.g. {differ[:3]}); use load_backbone"
+    module = timm.models.model_entrypoint(arch).__module__
+    note = "" if module.startswith("timm.") else f"{arch} is registered with timm by {module}: import it first"
+    return kwargs, note
+
+
+def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
+    """Copy through a temp file and rename; the copy's hash is checked before it takes the name."""
+    if dst.exists() and report.file_sha256(dst) == sha256:
+        return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    if report.file_sha256(tmp) != sha256:
+        tmp.unlink()
+        raise IntegrityError(f"copying {src} to {dst} changed its bytes; check the disk and publish again")
+    os.replace(tmp, dst)
+
+
+def _write_card(zoo_dir: Path, entry: ZooEntry, evaluations: list[Evaluation]) -> str:
+    """cards/<name>/README.md plus the evaluations' plots (PNG and CSV) under cards/<name>/plots/."""
+    card_dir = zoo_dir / CARDS_DIR / entry.name
+    shutil.rmtree(card_dir, ignore_errors=True)  # a re-publish must not keep plots of another file
+    sections = []
+    for ev in evaluations:
+        plots = []
+        for src in sorted((ev.directory / "plots").glob("*.*")):
+            if src.suffix in (".png", ".csv"):
+                dst = card_dir / "plots" / ev.directory.name / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                if src.suffix == ".png":
+                    plots.append(dst.relative_to(card_dir).as_posix())
+        table = report.compare(ev.rows + ev.baseline) if ev.baseline else report.summarise(ev.rows)
+        sections.append((ev.suite, ev.directory.name, table, plots))
+    card = card_dir / "README.md"
+    io.write_atomic(card, render_card(entry, sections).encode())
+    return card.relative_to(zoo_dir).as_posix()
+
+
+def publish(
+    run_dir: str | Path,
+    name: str,
+    zoo: str | Path | None = None,
+    *,
+    license: str = DEFAULT_LICENSE,
+    force: bool = False,
+    url: str | None = None,
+    eval_dirs: Sequence[str | Path] | None = None,
+) -> ZooEntry:
+    """Publish a run's backbone.safetensors into a local zoo as `name`; returns the new entry.
+
+    Args:
+        run_dir: a pretraining run directory (or a backbone .safetensors file beside a config.yaml).
+        name: `arch.tag`, lowercase letters, digits and `_` (e.g. `simclr_resnet18.fmnist_200ep`).
+        zoo: a local zoo directory (see `zoo.resolve_zoo`); created if missing.
+        license: the weights' license, recorded in the entry and the card.
+        force: replace an entry of this name whose file has another sha256.
+        url: where the weights file is downloadable (a URL ending in `/` gets the file name appended).
+        eval_dirs: where to look for results (see `find_evaluations`).
+
+    Raises:
+        ZooError: bad name, remote zoo, or an existing entry with another file and no `force`.
+    """
+    zoo = resolve_zoo(zoo)
+    if is_remote(zoo):
+        raise ZooError(f"publish writes into a local zoo directory, not {zoo}: publish into a directory, then "
+                       "copy it (index.json, *.safetensors, cards/) to the server")
+    if not NAME.fullmatch(name):
+        raise ZooError(f"zoo name {name!r} must be arch.tag in lowercase letters, digits and '_', e.g. "
+                       "simclr_resnet18.fmnist_200ep ('-' separates the hash in file names)")
+    file = io.backbone_file(run_dir)
+    run_dir = file.parent
+    meta = io.read_backbone_metadata(file)
+    if not meta.get("backbone"):
+        raise ZooError(f"{file} has no architecture metadata; only backbones written by the engine "
+                       "(checkpoint.io.export_backbone) can be published")
+    sha256 = report.file_sha256(file)
+    zoo_dir = Path(zoo)
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    # the lock lives in the cache, so a zoo kept under version control gets no lock file
+    with file_lock(cache_dir() / "locks" / f"{hashlib.sha256(str(zoo_dir.resolve()).encode()).hexdigest()[:16]}.lock"):
+        entries = read_index(zoo_dir) if (zoo_dir / INDEX_FILE).is_file() else {}
+        old = entries.get(name)
+        if old and old.sha256 != sha256 and not force:
+            raise ZooError(
+                f"the zoo {zoo} already has {name} with another file (sha256 {old.sha256[:8]}..., published "
+                f"{old.created}); this one is {sha256[:8]}... Choose another tag (e.g. {name}_v2), or pass "
+                "--force to replace it"
+            )
+        io.load_backbone(file)  # a file that does not load back is never published
+        spec = meta["backbone"]
+        recipe = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+        in_chans = int(spec.get("in_chans", 3))
+        input_size, mean, std = _input_spec(recipe or {}, in_chans)
+        timm_kwargs, timm_note = _timm_compat(spec, file)
+        file_name = f"{name}-{sha256[:8]}.safetensors"
+        evaluations = find_evaluations(run_dir, sha256, eval_dirs)
+        entry = ZooEntry(
+            name=name, method=_method_key(recipe or {}), architecture=spec["name"],
+            arch_kwargs={k: v for k, v in spec.items() if k != "name"}, in_chans=in_chans,
+            num_features=int(meta.get("num_features") or 0), file=file_name, sha256=sha256,
+            size_bytes=file.stat().st_size, input_size=input_size, mean=mean, std=std,
+            url=(url + file_name if url and url.endswith("/") else url), timm_kwargs=timm_kwargs,
+            timm_note=timm_note, pretrain_data=_data_name(recipe or {}), epochs=meta.get("epoch"),
+            steps=meta.get("step"), recipe_name=str(meta.get("recipe_name") or (recipe or {}).get("name") or ""),
+            recipe=recipe or {}, git_sha=str(meta.get("git_sha") or report.git_sha()),
+            created=old.created if old and old.sha256 == sha256 else
+            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            license=license, results=[r for ev in evaluations for r in aggregate(ev)],
+        )
+        _copy_verified(file, zoo_dir / file_name, sha256)
+        entry.card = _write_card(zoo_dir, entry, evaluations)
+        entries[name] = entry
+        write_index(zoo_dir, entries)
+        if old and old.file != file_name:
+            (zoo_dir / old.file).unlink(missing_ok=True)
+    if zoo_dir.resolve() == (REPO_ROOT / "zoo").resolve():  # the shipped zoo: keep its page in step
+        write_docs(zoo_dir, REPO_ROOT / "docs" / "zoo.md")
+    return entry
