@@ -162,6 +162,7 @@ def test_ijepa_debug_recipe_lowers_the_loss_and_exports_the_target_encoder(tmp_p
     assert len(losses) == 21 and all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-5:]) / 5 < 0.95 * sum(losses[:3]) / 3
     assert all(r["train/context_patches"] >= 10 and 9 <= r["train/target_patches"] <= 16 for r in logged)
+    assert all(r["train/target_spread"] > 1e-3 for r in logged)  # no collapse of the evaluated features
     exported = load_file(str(tmp_path / "backbone.safetensors"))
     method = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["method"]
     # the export is the EMA target encoder, not the context encoder it follows

@@ -122,6 +122,9 @@ class IJEPA(Method):
         with torch.no_grad():
             # the whole image through the target encoder, then LayerNorm without affine (the paper)
             h = self.encode(self.backbone, x)
+            # the spread of the evaluated (average-pooled) representation across images: near 0
+            # means the target encoder collapsed to a constant
+            spread = h.mean(1).std(0).mean()
             h = F.layer_norm(h, h.shape[-1:])
             m = target_idx.shape[0]
             targets = gather_tokens(h.repeat(m, 1, 1), target_idx.flatten(0, 1))  # [M*B, Nt, D]
@@ -132,7 +135,7 @@ class IJEPA(Method):
         else:
             loss = F.mse_loss(pred, targets)
         sizes = torch.tensor([context_idx.shape[1], target_idx.shape[2]], dtype=torch.float32, device=x.device)
-        return {"loss": loss, "context_patches": sizes[0], "target_patches": sizes[1]}
+        return {"loss": loss, "context_patches": sizes[0], "target_patches": sizes[1], "target_spread": spread}
 
     def on_step_end(self, progress: float) -> None:
         """The EMA update, after the optimizer step: the target follows the context encoder."""
