@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
-from torch import nn
 
 from ssl_platform.engine.ema import ema_update, frozen_copy, linear_momentum
 from ssl_platform.masking.block import gather_tokens, multiblock_masks
