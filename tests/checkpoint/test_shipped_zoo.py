@@ -1,0 +1,55 @@
+"""The entries shipped in the repository's `zoo/`: every file is there, within the size limit for
+files kept in git, matches its sha256, loads into its architecture, and `docs/zoo.md` is the page
+generated from the index as it is now."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_platform.checkpoint.zoo import read_index, verify
+from ssl_platform.checkpoint.zoo_card import docs_page
+from ssl_platform.zoo import load_backbone
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOO = ROOT / "zoo"
+GIT_LIMIT = 16 * 2**20  # larger files live on a release server (README, "Where weights live")
+# methods that must have a shipped backbone (issue: the zoo's shipped entries)
+REQUIRED = {"simclr", "gsimclr", "spark", "ijepa", "tjepa"}
+ENTRIES = sorted(read_index(ZOO)) if (ZOO / "index.json").exists() else []
+
+
+def test_the_shipped_zoo_covers_the_landed_methods():
+    assert ENTRIES, "zoo/index.json is missing: publish the shipped runs (README, Model zoo)"
+    assert REQUIRED <= {e.method for e in read_index(ZOO).values()}
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_each_shipped_file_is_in_git_size_and_verifies(name):
+    entry = read_index(ZOO)[name]
+    path = ZOO / entry.file
+    assert path.exists() and entry.url is None, f"{name}: shipped entries keep their weights in zoo/"
+    assert path.stat().st_size == entry.size_bytes <= GIT_LIMIT
+    [(checked, ok, message)] = verify([name], zoo=ZOO)
+    assert checked == name and ok, message
+    assert entry.results, f"{name}: a shipped entry carries the evaluation that measured it"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_each_shipped_backbone_loads_and_embeds(name):
+    entry = read_index(ZOO)[name]
+    backbone = load_backbone(name, zoo=ZOO).eval()
+    assert backbone.num_features == entry.num_features
+    if entry.method == "tjepa":
+        n_num = entry.arch_kwargs["num_numeric"]
+        cards = entry.arch_kwargs.get("cat_cardinalities") or []
+        x_cat = torch.zeros(2, len(cards), dtype=torch.long)
+        feats = backbone.forward_head(backbone.forward_features(torch.randn(2, n_num), x_cat), pre_logits=True)
+    else:
+        feats = backbone.forward_head(backbone.forward_features(torch.randn(2, *entry.input_size)), pre_logits=True)
+    assert feats.shape == (2, entry.num_features) and torch.isfinite(feats).all()
+
+
+def test_docs_zoo_md_is_generated_from_the_index():
+    page = docs_page(read_index(ZOO), str(ZOO), ROOT / "docs" / "zoo.md")
+    assert page == (ROOT / "docs" / "zoo.md").read_text(), "docs/zoo.md is stale: run `sslp zoo docs` and commit it"
