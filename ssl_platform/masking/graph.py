@@ -1,0 +1,61 @@
+"""Node masks for GraphMAE: which nodes lose their features, and which of those get another node's.
+
+Hou et al., "GraphMAE: Self-Supervised Masked Graph Autoencoders", KDD 2022 (THUDM/GraphMAE).
+
+Pure functions: randomness comes from the `generator` argument (None: torch's global RNG, which the
+engine checkpoints, so a resumed run draws the same masks).
+
+A fresh random node set V~ of `int(mask_rate * N)` nodes is drawn per step. Of those, a fraction
+`replace_rate` get the features of uniformly random nodes instead of the mask token (BERT's trick,
+so the encoder cannot tell masked nodes by their input alone); every node of V~ stays in the loss
+with its original target.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def mask_nodes(
+    num_nodes: int, mask_rate: float, replace_rate: float = 0.0, *, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw GraphMAE's node mask.
+
+    Returns:
+        masked: `[M]` int64 node ids of V~, `M = int(mask_rate * num_nodes)`.
+        replaced: `[R]` int64 the subset of `masked` whose input becomes another node's features,
+            `R = int(replace_rate * M)`.
+        sources: `[R]` int64 the nodes whose features they get (uniform over all nodes).
+    """
+    if not 0.0 < mask_rate < 1.0:
+        raise ValueError(f"mask_rate must be in (0, 1), got {mask_rate}")
+    if not 0.0 <= replace_rate < 1.0:
+        raise ValueError(f"replace_rate must be in [0, 1), got {replace_rate}")
+    num_masked = int(mask_rate * num_nodes)
+    if num_masked == 0:
+        raise ValueError(f"mask_rate {mask_rate} masks no node of a graph of {num_nodes}; raise it or use larger graphs")
+    masked = torch.randperm(num_nodes, generator=generator)[:num_masked]
+    num_replaced = int(replace_rate * num_masked)
+    replaced = masked[torch.randperm(num_masked, generator=generator)[:num_replaced]]
+    sources = torch.randint(0, num_nodes, (num_replaced,), generator=generator)
+    return masked, replaced, sources
+
+
+def corrupt_features(
+    x: torch.Tensor, masked: torch.Tensor, replaced: torch.Tensor, sources: torch.Tensor, mask_token: torch.Tensor
+) -> torch.Tensor:
+    """`x: [N, F]` -> the encoder's input `[N, F]`: masked nodes carry `mask_token` (`[F]` or `[1, F]`,
+    learnable), the replaced ones `x[sources]`, every other node its own features."""
+    out = x.clone()
+    token_nodes = masked[~torch.isin(masked, replaced)]
+    out[token_nodes] = mask_token.reshape(1, -1).to(x.dtype).expand(len(token_nodes), -1)
+    out[replaced] = x[sources]
+    return out
+
+
+def remask(h: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """GraphMAE's re-masking before a GNN decoder: the codes of the masked nodes set to 0 ([DMASK] = 0),
+    so the decoder must rebuild them from their neighbours. `h: [N, D]` -> `[N, D]` (a copy)."""
+    out = h.clone()
+    out[masked] = 0.0
+    return out
