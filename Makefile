@@ -24,6 +24,7 @@ data: venv
 
 test: venv data
 	$(BIN)/python -m ssl_platform data prepare mnist
+	$(BIN)/python -m ssl_platform data prepare molecules
 	$(BIN)/python -m pytest -q
 
 # unit tests only: no multi-process or end-to-end runs

@@ -97,9 +97,11 @@ def test_two_process_gsimclr_debug_trains_and_resumes_to_the_same_weights(tmp_pa
 # RNG stream (SparK, I-JEPA, T-JEPA); I-JEPA and T-JEPA also keep an EMA target encoder outside DDP
 # (no gradients), which follows the synchronised context encoder
 TWO_PROCESS_RUNS = {
-    "spark": ("recipes/spark/debug.yaml", "0.0005"),
-    "ijepa": ("recipes/ijepa/debug.yaml", "0.00025"),
-    "tjepa": ("recipes/tjepa/debug.yaml", "0.00025"),
+    "spark": ("recipes/spark/debug.yaml", "0.0005", ["data.batch_size=32"]),
+    "ijepa": ("recipes/ijepa/debug.yaml", "0.00025", ["data.batch_size=32"]),
+    "tjepa": ("recipes/tjepa/debug.yaml", "0.00025", ["data.batch_size=32"]),
+    # the whole graph on each process, each with its own node masks (8 copies: 4 steps per epoch)
+    "graphmae": ("recipes/graphmae/debug.yaml", "0.01", ["data.batch_size=1", "train.epochs=3"]),
 }
 
 
@@ -107,21 +109,20 @@ TWO_PROCESS_RUNS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TWO_PROCESS_RUNS))
 def test_two_process_debug_recipe_trains_and_resumes_to_the_same_weights(tmp_path, name):
-    """32 samples per process, stopped at step 4 and continued: the same weights as the run that was
-    never stopped."""
+    """Two processes, stopped at step 4 and continued: the same weights as the run that was never stopped."""
     from safetensors.torch import load_file
 
     from ssl_platform.checkpoint.io import load_checkpoint
 
-    recipe, peak_lr = TWO_PROCESS_RUNS[name]
+    recipe, peak_lr, overrides = TWO_PROCESS_RUNS[name]
 
     def pretrain(out, steps):
         proc = _run(["-m", "ssl_platform", "pretrain", recipe, f"train.out_dir={out}",
-                     f"train.max_steps={steps}", "data.batch_size=32", "train.save_every_steps=4"])
+                     f"train.max_steps={steps}", "train.save_every_steps=4", *overrides])
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
-    assert f"global batch 64/256 -> peak lr {peak_lr}" in pretrain(tmp_path / "straight", 10)
+    assert f"-> peak lr {peak_lr};" in pretrain(tmp_path / "straight", 10)
     rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all(r["train/loss"] > 0 for r in rows)
     pretrain(tmp_path / "resumed", 4)

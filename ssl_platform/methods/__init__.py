@@ -2,6 +2,7 @@
 
 from ssl_platform.methods.base import Method
 from ssl_platform.methods.dae import DenoisingAutoencoder
+from ssl_platform.methods.graphmae import GraphMAE
 from ssl_platform.methods.gsimclr import GSimCLR
 from ssl_platform.methods.ijepa import IJEPA
 from ssl_platform.methods.simclr import SimCLR
@@ -14,9 +15,10 @@ METHODS: dict[str, type[Method]] = {
     "gsimclr": GSimCLR,
     "dae": DenoisingAutoencoder,  # G-SimCLR's first stage (recipes/gsimclr/)
     "spark": SparK,
+    "graphmae": GraphMAE,
     "ijepa": IJEPA,
     "tjepa": TJEPA,
     "supervised": Supervised,
 }
 
-__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "IJEPA", "Method", "SimCLR", "SparK", "Supervised", "TJEPA"]
+__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "IJEPA", "Method", "SimCLR", "SparK", "Supervised", "TJEPA"]

@@ -1,5 +1,5 @@
 """A pretraining run killed with SIGKILL and started again with the same command ends with exactly
-the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK, I-JEPA, T-JEPA)."""
+the weights of a run that was never interrupted (SimCLR, G-SimCLR's two stages with re-clustering, SparK, I-JEPA, T-JEPA, GraphMAE)."""
 
 import os
 import signal
@@ -29,6 +29,8 @@ RUNS = {
     "ijepa": ("recipes/ijepa/debug.yaml", ["train.epochs=1"], 8, 21),
     # rows without transform; column subsets from the training RNG (21 of the epoch's 79 steps)
     "tjepa": ("recipes/tjepa/debug.yaml", ["train.max_steps=21"], 8, 21),
+    # a whole graph per step, node masks from the training RNG (21 of 3 epochs x 8 steps)
+    "graphmae": ("recipes/graphmae/debug.yaml", ["train.max_steps=21"], 8, 21),
 }
 
 

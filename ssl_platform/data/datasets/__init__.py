@@ -4,6 +4,8 @@ Tables: `Table` items are `({"x_num": [n_num], "x_cat": [n_cat]}, label)` (see `
 Offline (no internet needed): `FashionMNIST` and `MNIST` after `python -m ssl_platform data
 prepare NAME`, `Digits` (bundled with scikit-learn), `ImageFolder` (your own images).
 With internet: `CIFAR10`, `CIFAR100`, `STL10` (torchvision downloads them).
+Graphs offline: `Molecules` (torch_geometric `Data` items) after `python -m ssl_platform data prepare molecules`;
+`KarateClub` (a node-level `NodeGraph`: items `({"graph": Data}, -1)`, splits of its nodes for evaluation).
 Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
 parquet file; the Adult, Higgs and California housing layouts read a file you download.
 """
@@ -11,7 +13,9 @@ parquet file; the Adult, Higgs and California housing layouts read a file you do
 from ssl_platform.data.datasets.base import ArrayImages, balanced_subset
 from ssl_platform.data.datasets.digits import Digits
 from ssl_platform.data.datasets.folder import ImageFolder
+from ssl_platform.data.datasets.graphs import KarateClub, NodeGraph
 from ssl_platform.data.datasets.idx import MNIST, FashionMNIST, IdxError, read_idx, write_idx
+from ssl_platform.data.datasets.molecules import Molecule, Molecules, read_sdf
 from ssl_platform.data.datasets.tabular import Table
 from ssl_platform.data.datasets.torchvision_sets import CIFAR10, CIFAR100, STL10
 
@@ -25,8 +29,13 @@ __all__ = [
     "FashionMNIST",
     "IdxError",
     "ImageFolder",
+    "KarateClub",
+    "Molecule",
+    "Molecules",
+    "NodeGraph",
     "Table",
     "balanced_subset",
     "read_idx",
+    "read_sdf",
     "write_idx",
 ]

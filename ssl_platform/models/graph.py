@@ -1,0 +1,121 @@
+"""Graph encoders for GraphMAE: GAT (node level) and GIN (graph level), on torch_geometric layers.
+
+Registered with timm as `gat` and `gin`, so `create_backbone("gat", in_chans=F, hidden=512, heads=4)`
+builds one and an exported `backbone.safetensors` loads back by its spec. They keep the contract of
+the harness's node extractor (`evaluation.features.extract_node_features`):
+`backbone(x: [N, F], edge_index: [2, E]) -> [N, num_features]` node codes; `forward_features` is the
+same call, and `pool(h, batch)` averages (or sums) them per graph for graph-level tasks.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+from torch_geometric.nn import GATConv, GINConv, global_add_pool, global_max_pool, global_mean_pool
+
+POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+
+
+class _GraphEncoder(nn.Module):
+    """Shared by GAT and GIN: feature dropout -> conv -> norm -> PReLU per layer (the last layer too,
+    as in GraphMAE's encoder), `num_features` = hidden width."""
+
+    def __init__(self, convs: list[nn.Module], widths: list[int], norm: str, feat_drop: float, pool: str,
+                 num_classes: int):
+        super().__init__()
+        if norm not in ("none", "layer", "batch"):
+            raise ValueError(f"norm must be none, layer or batch, got {norm!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
+        self.convs = nn.ModuleList(convs)
+        make_norm = {"none": lambda w: nn.Identity(), "layer": nn.LayerNorm, "batch": nn.BatchNorm1d}[norm]
+        self.norms = nn.ModuleList(make_norm(w) for w in widths)
+        self.acts = nn.ModuleList(nn.PReLU() for _ in widths)
+        self.drop = nn.Dropout(feat_drop)
+        self.pool_name = pool
+        self.num_features = widths[-1]
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """`x: [N, F]`, `edge_index: [2, E]` -> node codes `[N, num_features]`."""
+        for conv, norm, act in zip(self.convs, self.norms, self.acts):
+            x = act(norm(conv(self.drop(x), edge_index)))
+        return x
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x, edge_index)
+
+    def forward_head(self, h: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Node codes `[N, D]` -> themselves (pre_logits) or per-node logits."""
+        return h if pre_logits else self.head(h)
+
+    def pool(self, h: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Node codes `[N, D]` and the graph id of each node `[N]` -> graph embeddings `[G, D]`."""
+        return POOLS[self.pool_name](h, batch)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+
+class GAT(_GraphEncoder):
+    """GraphMAE's node-level encoder: GAT layers whose `hidden` width is split across `heads`
+    (concatenated back), with residual connections.
+
+    Args:
+        in_chans: node feature width F.
+        hidden: output width of every layer (512 for Cora; must be divisible by `heads`).
+        heads: attention heads (the paper: 4).
+        num_layers: GAT layers (the paper: 2).
+        feat_drop, attn_drop: dropout on layer inputs and on attention weights (0.2, 0.1).
+        norm: "none" | "layer" | "batch" after each layer.
+        pool: graph pooling for `pool` ("mean", "sum", "max").
+    """
+
+    def __init__(self, in_chans: int = 1, hidden: int = 512, heads: int = 4, num_layers: int = 2,
+                 feat_drop: float = 0.2, attn_drop: float = 0.1, norm: str = "none", pool: str = "mean",
+                 num_classes: int = 0):
+        if hidden % heads:
+            raise ValueError(f"hidden width {hidden} is not divisible by heads {heads}")
+        convs = [GATConv(in_chans if i == 0 else hidden, hidden // heads, heads=heads, dropout=attn_drop,
+                         residual=True) for i in range(num_layers)]
+        super().__init__(convs, [hidden] * num_layers, norm, feat_drop, pool, num_classes)
+
+
+class GIN(_GraphEncoder):
+    """GraphMAE's graph-level encoder: GIN layers (a 2-layer MLP each) with BatchNorm.
+
+    Args:
+        in_chans: node feature width F.
+        hidden: width of every layer (32 for MUTAG, 512 for larger sets).
+        num_layers: GIN layers.
+        feat_drop: dropout on layer inputs.
+        norm: "batch" (the paper), "layer" or "none".
+        pool: graph pooling ("mean", "sum", "max").
+    """
+
+    def __init__(self, in_chans: int = 1, hidden: int = 32, num_layers: int = 3, feat_drop: float = 0.0,
+                 norm: str = "batch", pool: str = "mean", num_classes: int = 0):
+        convs = [GINConv(nn.Sequential(nn.Linear(in_chans if i == 0 else hidden, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, hidden)), train_eps=True) for i in range(num_layers)]
+        super().__init__(convs, [hidden] * num_layers, norm, feat_drop, pool, num_classes)
+
+
+_CFG = {"num_classes": 0, "input_size": None, "pool_size": None, "mean": None, "std": None,
+        "classifier": "head", "first_conv": None, "license": "apache-2.0"}
+default_cfgs = generate_default_cfgs({"gat.untrained": dict(_CFG), "gin.untrained": dict(_CFG)})
+
+
+@register_model
+def gat(pretrained: bool = False, **kwargs) -> GAT:
+    """GraphMAE's GAT encoder (hidden 512, 4 heads, 2 layers by default); `in_chans` = node features."""
+    return build_model_with_cfg(GAT, "gat", pretrained, feature_cfg={"flatten_sequential": False}, **kwargs)
+
+
+@register_model
+def gin(pretrained: bool = False, **kwargs) -> GIN:
+    """GraphMAE's GIN encoder for graph-level tasks; `in_chans` = node features."""
+    return build_model_with_cfg(GIN, "gin", pretrained, feature_cfg={"flatten_sequential": False}, **kwargs)
