@@ -236,3 +236,35 @@ def extract_tabular_features(
         return backbone.forward_head(backbone.forward_features(x_num, x_cat), pre_logits=True)  # [B, D]
 
     return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_tabular_features")
+
+
+def extract_graph_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    transform: Callable[[Any], dict] | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """One embedding per graph of a graph-level set (`data.datasets.Molecules`), in dataset order.
+
+    Args:
+        backbone: `forward_features(x [N, F], edge_index [2, E]) -> [N, D]` node codes and
+            `pool(h [N, D], batch [N]) -> [G, D]` (`models.graph.GAT` / `GIN`), already on `device`.
+        dataset: `dataset[i] -> ({"graph": Data}, label)`.
+        transform: None (items are already batch keys).
+        batch_size, num_workers, device: as in `extract_features` (graphs are joined into one `Batch`).
+
+    Returns:
+        feats: [G, D] float32 on the CPU.
+        targets: [G] labels.
+    """
+
+    def embed(batch: dict) -> Tensor:
+        if "graph" not in batch:
+            raise KeyError(f"extract_graph_features: batches have keys {sorted(batch)}; the dataset must give "
+                           "({'graph': Data}, label) items, as data.datasets.Molecules does")
+        graph = batch["graph"].to(device)
+        return backbone.pool(backbone.forward_features(graph.x.float(), graph.edge_index), graph.batch)  # [G, D]
+
+    return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_graph_features")

@@ -152,8 +152,10 @@ def test_real_solubility_sets(prepared, split, size, counts):
     atom_counts = [int(m) for m in re.findall(r"^(...)...(?:...){8}999 V2000", text, re.MULTILINE)]
     assert len(data) == size and data.classes == ["low", "medium", "high"]
     assert data.targets.dtype == np.int64 and np.bincount(data.targets).tolist() == counts
-    assert [g.num_nodes for g in data] == atom_counts
-    for graph, y in zip(data, data.targets, strict=True):
+    assert [g.num_nodes for g in data.graphs] == atom_counts
+    item, label = data[0]
+    assert item["graph"] is data.graphs[0] and label == data.targets[0]
+    for graph, y in zip(data.graphs, data.targets, strict=True):
         assert graph.x.shape == (graph.num_nodes, data.num_node_features)
         assert graph.y.tolist() == [y]
         edges = graph.edge_index
@@ -167,7 +169,7 @@ def test_real_loader_batches_graphs(prepared):
     from torch_geometric.loader import DataLoader
 
     data = Molecules("test", extra_features=True, limit=30)
-    batch = next(iter(DataLoader(data, batch_size=30)))
+    batch = next(iter(DataLoader(data.graphs, batch_size=30)))
     assert batch.num_graphs == 30 and batch.y.shape == (30,) and batch.x.shape[1] == data.num_node_features
 
 

