@@ -13,7 +13,7 @@ parquet file; the Adult, Higgs and California housing layouts read a file you do
 from ssl_platform.data.datasets.base import ArrayImages, balanced_subset
 from ssl_platform.data.datasets.digits import Digits
 from ssl_platform.data.datasets.folder import ImageFolder
-from ssl_platform.data.datasets.graphs import KarateClub, NodeGraph
+from ssl_platform.data.datasets.graphs import FashionMNISTKNNGraph, ImageKNNGraph, KarateClub, NodeGraph
 from ssl_platform.data.datasets.idx import MNIST, FashionMNIST, IdxError, read_idx, write_idx
 from ssl_platform.data.datasets.molecules import Molecule, Molecules, read_sdf
 from ssl_platform.data.datasets.tabular import Table
@@ -27,8 +27,10 @@ __all__ = [
     "ArrayImages",
     "Digits",
     "FashionMNIST",
+    "FashionMNISTKNNGraph",
     "IdxError",
     "ImageFolder",
+    "ImageKNNGraph",
     "KarateClub",
     "Molecule",
     "Molecules",

@@ -7,6 +7,8 @@ graph. For evaluation it is one split of the nodes: `.graph` and `.nodes` are wh
 `evaluation.features.extract_node_features` reads (the transductive protocol of GraphMAE/Planetoid).
 
 `KarateClub` (Zachary's club, 34 nodes, 4 communities) ships inside torch_geometric: no download.
+`ImageKNNGraph` turns an image set (Fashion-MNIST, MNIST) into a node-level task with real features
+and labels: one node per image, its pixels as features, edges to its k nearest images (faiss).
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class NodeGraph:
         self.targets = y[chosen].astype(np.int64)
         self.classes = classes or [str(c) for c in np.unique(y)]
 
+    @property
+    def num_node_features(self) -> int:
+        return int(self.graph.num_node_features)
+
     def __len__(self) -> int:
         return self.repeats
 
@@ -57,6 +63,58 @@ class NodeGraph:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(nodes={self.graph.num_nodes}, edges={self.graph.num_edges}, "
                 f"split={self.split}: {len(self.nodes)} nodes, repeats={self.repeats})")
+
+
+def knn_edges(features: np.ndarray, k: int) -> torch.Tensor:
+    """`[N, F]` -> `edge_index [2, E]`: each node linked to its `k` nearest other nodes (Euclidean,
+    exact faiss search), both directions, no self loops, no duplicates."""
+    import faiss
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, neighbours = index.search(x, k + 1)  # the nearest is (almost always) the node itself
+    src = np.repeat(np.arange(len(x)), k + 1)
+    dst = neighbours.reshape(-1)
+    keep = (dst != src) & (dst >= 0)
+    pairs = np.unique(np.concatenate([np.stack([src[keep], dst[keep]]), np.stack([dst[keep], src[keep]])], 1), axis=1)
+    return torch.as_tensor(pairs, dtype=torch.int64)
+
+
+class ImageKNNGraph(NodeGraph):
+    """A k-nearest-neighbour graph over the images of a labelled image set (GraphMAE's CPU node task).
+
+    Nodes are a class-balanced `num_nodes` of the set's images (its `limit`), node features their
+    pixels scaled to [0, 1] (`[N, C*H*W]`), edges each image's `k` nearest images in pixel space, labels
+    the image classes. Splits are stratified splits of the nodes (transductive, as Planetoid).
+
+    Args:
+        dataset: an image set with `images` (`[N, H, W]` uint8) and `targets` (`FashionMNIST`, `MNIST`).
+        k: neighbours per node.
+        split, test_fraction, seed, repeats: as in `NodeGraph`.
+    """
+
+    def __init__(self, dataset, k: int = 10, split: str = "all", test_fraction: float = 0.5, seed: int = 0,
+                 repeats: int = 1):
+        from torch_geometric.data import Data
+
+        images = np.asarray(dataset.images)
+        features = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        graph = Data(x=torch.from_numpy(features), edge_index=knn_edges(features, k),
+                     y=torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64))
+        super().__init__(graph, split, test_fraction, seed, repeats, classes=list(dataset.classes))
+
+
+class FashionMNISTKNNGraph(ImageKNNGraph):
+    """`ImageKNNGraph` over a class-balanced `num_nodes` of the Fashion-MNIST training images (prepare
+    once: `python -m ssl_platform data prepare fashion-mnist`)."""
+
+    def __init__(self, num_nodes: int = 10000, k: int = 10, split: str = "all", test_fraction: float = 0.5,
+                 seed: int = 0, repeats: int = 1, root: str | None = None):
+        from ssl_platform.data.datasets.idx import FashionMNIST
+
+        super().__init__(FashionMNIST(split="train", root=root, limit=num_nodes, seed=0), k, split, test_fraction,
+                         seed, repeats)
 
 
 class KarateClub(NodeGraph):
