@@ -21,4 +21,4 @@ METHODS: dict[str, type[Method]] = {
     "supervised": Supervised,
 }
 
-__all__ = ["METHODS", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "IJEPA", "Method", "SimCLR", "SparK", "Supervised", "TJEPA"]
+__all__ = ["IJEPA", "METHODS", "TJEPA", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "Method", "SimCLR", "SparK", "Supervised"]

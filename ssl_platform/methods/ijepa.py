@@ -65,15 +65,15 @@ class IJEPA(Method):
         super().__init__()
         kwargs = {"img_size": image_size, "class_token": False, "global_pool": "avg", "fc_norm": False,
                   **(backbone_kwargs or {})}
+        not_a_vit = (f"I-JEPA needs a timm VisionTransformer with position embeddings and no class or register "
+                     f"tokens; {backbone!r} with {backbone_kwargs} is not one (use a vit_* name; class_token=False "
+                     "is set here)")
         try:
             encoder = create_backbone(backbone, in_chans=in_chans, **kwargs)
-        except TypeError as e:  # a non-ViT timm model refuses img_size / class_token
-            encoder = e
+        except TypeError as err:  # a non-ViT timm model refuses img_size / class_token
+            raise ValueError(not_a_vit) from err
         if not isinstance(encoder, VisionTransformer) or encoder.num_prefix_tokens or encoder.pos_embed is None:
-            raise ValueError(
-                f"I-JEPA needs a timm VisionTransformer with position embeddings and no class or register tokens; "
-                f"{backbone!r} with {backbone_kwargs} is not one (use a vit_* name; class_token=False is set here)"
-            )
+            raise ValueError(not_a_vit)
         if loss not in ("smooth_l1", "l2"):
             raise ValueError(f"loss must be 'smooth_l1' or 'l2', got {loss!r}")
         self.grid = tuple(encoder.patch_embed.grid_size)
