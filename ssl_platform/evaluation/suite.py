@@ -27,6 +27,7 @@ A suite is flat YAML; every key is checked by `load_suite` (unknown keys fail na
           patience: 10}
     gbdt: {max_iter: 500, learning_rate: 0.1, max_leaf_nodes: 31, min_samples_leaf: 20, l2_regularization: 0.0,
            val_fraction: 0.1, patience: 20}
+    svm: {cs: [1.0e-3, 1.0e-2, 0.1, 1.0, 10.0, 100.0, 1000.0], kernel: linear, folds: 10}
     random_backbone: {name: resnet18, small_input: true, in_chans: 1}   # create_backbone kwargs
 
 What runs, for each task, label fraction, seed and noise setting (clean first, then every kind x rate):
@@ -39,6 +40,9 @@ What runs, for each task, label fraction, seed and noise setting (clean first, t
   histogram gradient boosting on the cached features. Tables (`eval/tables_*.yaml`) read their rows
   with `extractor: ...features.extract_tabular_features` and compare a backbone with `backbone=raw`
   (the same heads on the raw columns, `tabular.RawTabular`).
+- `svm` (classification; `svm.py`): scikit-learn's SVC on standardised cached features, C chosen by
+  stratified k-fold cross-validation on the training rows (the graph-classification protocol); reports
+  test `top1`, the selected C and its cross-validated accuracy `cv_top1`.
 
 The labelled subset of a fraction is class-balanced and drawn by the seed from the clean labels;
 noise then corrupts that subset's labels, seeded by the same seed, so every backbone sees exactly the
@@ -73,13 +77,14 @@ from ssl_platform.evaluation import linear as linear_lib
 from ssl_platform.evaluation import multilabel as multilabel_lib
 from ssl_platform.evaluation import noise as noise_lib
 from ssl_platform.evaluation import regression as regression_lib
+from ssl_platform.evaluation import svm as svm_lib
 from ssl_platform.evaluation import tabular as tabular_lib
 from ssl_platform.evaluation.features import extract_features, pixel_summary
 from ssl_platform.evaluation.finetune import OPTIMIZERS, LabelledView, finetune
 from ssl_platform.evaluation.report import append_rows, make_row, write_report
 from ssl_platform.evaluation.robust import LOSSES, ROBUST, train_head
 
-PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt")
+PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt", "svm")
 KINDS = ("classification", "regression", "multilabel")
 # what a task kind can run: regression and multi-label have no robust losses or fine-tuning head yet
 KIND_PROTOCOLS = {"classification": PROTOCOLS, "regression": ("knn", "linear", "mlp", "gbdt"),
@@ -223,10 +228,19 @@ class GBDTConfig:
     patience: int = 20
 
 
+@dataclasses.dataclass
+class SVMConfig:
+    """The `svm:` section: `svm.svm_probe` (C values searched, kernel, stratified folds on train)."""
+
+    cs: list = dataclasses.field(default_factory=lambda: list(svm_lib.CS))
+    kernel: str = "linear"
+    folds: int = 10
+
+
 SECTIONS = {
     "name": str, "eval": EvalConfig, "noise": NoiseConfig, "robust": RobustConfig, "knn": KNNConfig,
     "linear": LinearConfig, "probe": ProbeConfig, "finetune": FinetuneConfig, "linear_sgd": LinearSGDConfig,
-    "mlp": MLPConfig, "gbdt": GBDTConfig,
+    "mlp": MLPConfig, "gbdt": GBDTConfig, "svm": SVMConfig,
 }
 # validated here rather than by config.validate: task names are the user's, and random_backbone's
 # keys are create_backbone/timm kwargs
@@ -247,6 +261,7 @@ class Suite:
     linear_sgd: LinearSGDConfig
     mlp: MLPConfig
     gbdt: GBDTConfig
+    svm: SVMConfig
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Suite:
@@ -347,6 +362,12 @@ def _check_heads(suite: Suite) -> None:
         if section.max_iter < 1 or section.patience < 1:
             raise ConfigError(f"{key}.max_iter and {key}.patience must be >= 1, got {section.max_iter}, "
                               f"{section.patience}")
+    svm = suite.svm
+    _one_of([svm.kernel], svm_lib.KERNELS, "svm.kernel")
+    if not svm.cs or any(isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0 for c in svm.cs):
+        raise ConfigError(f"svm.cs must list positive C values, got {svm.cs}")
+    if svm.folds < 2:
+        raise ConfigError(f"svm.folds must be >= 2 (stratified cross-validation picks C), got {svm.folds}")
 
 
 def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -447,7 +468,7 @@ def load_task(name: str, task: TaskConfig, suite: Suite, backbone: nn.Module, de
 
 def _cached_classification(data: TaskData, x: Tensor, y: Tensor, protocols: Sequence[str], suite: Suite,
                            seed: int, device: str) -> list[tuple[str, str, str, float]]:
-    """kNN, L-BFGS linear, the robust probes, mlp and gbdt on cached features.
+    """kNN, L-BFGS linear, the robust probes, svm, mlp and gbdt on cached features.
 
     Returns:
         (protocol, robust, metric, value) tuples.
@@ -476,6 +497,11 @@ def _cached_classification(data: TaskData, x: Tensor, y: Tensor, protocols: Sequ
                 seed=seed, device=device, loss_kwargs=getattr(suite.robust, method, None) or None,
             )
             out.append(("probe", method, "top1", head.test_accuracy))
+    if "svm" in protocols:
+        svm = svm_lib.svm_probe(x, y, x_test, y_test, cs=suite.svm.cs, kernel=suite.svm.kernel,
+                                folds=suite.svm.folds, seed=seed)
+        out += [("svm", "none", "top1", svm.test_accuracy), ("svm", "none", "cv_top1", svm.cv_accuracy),
+                ("svm", "none", "C", svm.best_c)]
     return out + _heads(data, x, y, protocols, suite, seed)
 
 
