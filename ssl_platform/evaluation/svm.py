@@ -1,8 +1,8 @@
 """The `svm` protocol: a support vector classifier on cached features, C chosen by cross-validation.
 
 Graph-level self-supervised papers (InfoGraph, GraphCL, GraphMAE [0]) score pooled graph embeddings
-with scikit-learn's `SVC`, C searched over 1e-3..1e3 by cross-validation, and report the mean
-accuracy of an outer 10-fold cross-validation over the whole data set. The harness keeps its test
+with scikit-learn's `SVC` (GraphMAE: the RBF kernel, C in 1e-3..10 chosen by an inner 5-fold search),
+and report the mean accuracy of an outer 10-fold cross-validation over the whole data set. The harness keeps its test
 split held out instead (every protocol is scored on the same test graphs, and label noise corrupts
 training labels only), so here:
 
@@ -11,6 +11,9 @@ training labels only), so here:
 2. for every C, the mean accuracy over `folds` stratified folds of the training rows is computed
    (`cv_top1`, the paper's kind of number, on the training split),
 3. the best C (the smallest of ties) is refitted on all training rows and scored once on test (`top1`).
+
+The defaults are GraphMAE's search (RBF, five C values, 5 folds); step 1 is ours (GraphMAE feeds
+the raw embeddings). A linear kernel is offered, but libsvm's linear SVC converges slowly at large C.
 
 - [0]: Hou et al., GraphMAE: Self-Supervised Masked Graph Autoencoders, KDD 2022,
   https://arxiv.org/abs/2205.10803 (graph classification protocol, Section 4.2)
@@ -28,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import Tensor
 
-CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 KERNELS = ("linear", "rbf")
 
 
@@ -41,7 +44,7 @@ class SVMResult:
 
 
 def svm_probe(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, *, cs: Sequence[float] = CS,
-              kernel: str = "linear", folds: int = 10, seed: int = 0) -> SVMResult:
+              kernel: str = "rbf", folds: int = 5, seed: int = 0) -> SVMResult:
     """Select C by stratified k-fold cross-validation on (x, y), refit, score on the test rows.
 
     Args:
