@@ -5,7 +5,9 @@ Offline (no internet needed): `FashionMNIST` and `MNIST` after `python -m ssl_pl
 prepare NAME`, `Digits` (bundled with scikit-learn), `ImageFolder` (your own images).
 With internet: `CIFAR10`, `CIFAR100`, `STL10` (torchvision downloads them).
 Graphs offline: `Molecules` (items `({"graph": Data}, class)`) after `python -m ssl_platform data prepare molecules`;
-`KarateClub` (a node-level `NodeGraph`: items `({"graph": Data}, -1)`, splits of its nodes for evaluation).
+`KarateClub` and `FashionMNISTKNNGraph` (node-level `NodeGraph`s: items `({"graph": Data}, -1)`, splits
+of their nodes for evaluation). Graphs with internet (once): `Planetoid`, `OGBNodeGraph` (node level),
+`TUGraphs` (graph level).
 Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
 parquet file; the Adult, Higgs and California housing layouts read a file you download.
 """
@@ -13,7 +15,15 @@ parquet file; the Adult, Higgs and California housing layouts read a file you do
 from ssl_platform.data.datasets.base import ArrayImages, balanced_subset
 from ssl_platform.data.datasets.digits import Digits
 from ssl_platform.data.datasets.folder import ImageFolder
-from ssl_platform.data.datasets.graphs import FashionMNISTKNNGraph, ImageKNNGraph, KarateClub, NodeGraph
+from ssl_platform.data.datasets.graphs import (
+    FashionMNISTKNNGraph,
+    ImageKNNGraph,
+    KarateClub,
+    NodeGraph,
+    OGBNodeGraph,
+    Planetoid,
+    TUGraphs,
+)
 from ssl_platform.data.datasets.idx import MNIST, FashionMNIST, IdxError, read_idx, write_idx
 from ssl_platform.data.datasets.molecules import Molecule, Molecules, read_sdf
 from ssl_platform.data.datasets.tabular import Table
@@ -35,6 +45,9 @@ __all__ = [
     "Molecule",
     "Molecules",
     "NodeGraph",
+    "OGBNodeGraph",
+    "Planetoid",
+    "TUGraphs",
     "Table",
     "balanced_subset",
     "read_idx",
