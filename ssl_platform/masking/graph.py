@@ -53,9 +53,10 @@ def corrupt_features(
     return out
 
 
-def remask(h: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """GraphMAE's re-masking before a GNN decoder: the codes of the masked nodes set to 0 ([DMASK] = 0),
-    so the decoder must rebuild them from their neighbours. `h: [N, D]` -> `[N, D]` (a copy)."""
+def remask(h: torch.Tensor, masked: torch.Tensor, token: torch.Tensor | None = None) -> torch.Tensor:
+    """Re-masking before a GNN decoder: the codes of the nodes `masked` replaced by [DMASK], so the
+    decoder must rebuild them from their neighbours. GraphMAE: [DMASK] = 0 on the input-masked nodes;
+    GraphMAE2: a learnable `token` (`[D]` or `[1, D]`) on random nodes. `h: [N, D]` -> `[N, D]` (a copy)."""
     out = h.clone()
-    out[masked] = 0.0
+    out[masked] = 0.0 if token is None else token.reshape(1, -1).to(h.dtype).expand(len(masked), -1)
     return out

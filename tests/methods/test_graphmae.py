@@ -74,3 +74,57 @@ def test_gin_decoder_for_graph_level_and_bad_settings():
         tiny(mask_rate=1.5)
     with pytest.raises(ValueError, match="gamma"):
         tiny(gamma=0.5)
+
+
+# ---- GraphMAE2's options: random re-mask views with a learnable [DMASK], latent prediction vs an EMA target
+
+def test_graphmae2_views_re_mask_random_nodes_with_the_token_and_sum_the_errors():
+    m, g = tiny(remask_views=3, remask_rate=0.4), graph()
+    with torch.no_grad():
+        m.dmask_token.fill_(7.0)  # recognisable in the decoder's input
+    inputs = []
+    m.decoder.register_forward_hook(lambda module, args, out: inputs.append((args[0].detach(), out.detach())))
+    torch.manual_seed(4)
+    masked, _, _ = mask_nodes(30, 0.5, 0.2)
+    torch.manual_seed(4)
+    out = m({"graph": g})
+    assert len(inputs) == 3
+    rows = [set(torch.nonzero((h == 7.0).all(1)).flatten().tolist()) for h, _ in inputs]
+    assert all(len(r) == 12 for r in rows) and len({frozenset(r) for r in rows}) == 3  # int(0.4 * 30), fresh per view
+    # the error counts the input-masked nodes of every view, summed
+    expected = sum(scaled_cosine_error(z[masked], g.x[masked], 2.0) for _, z in inputs)
+    assert torch.allclose(out["loss"], expected) and torch.allclose(out["reconstruction"], expected)
+    out["loss"].backward()
+    assert m.dmask_token.grad.abs().sum() > 0
+
+
+def test_graphmae2_latent_loss_reads_unmasked_nodes_and_the_target_follows_by_ema():
+    m, g = tiny(latent_weight=0.5, latent_dim=8, momentum=0.9).eval(), graph()  # eval: no dropout draws
+    torch.manual_seed(6)
+    masked, replaced, sources = mask_nodes(30, 0.5, 0.2)
+    torch.manual_seed(6)
+    out = m({"graph": g})
+    keep = torch.tensor([v for v in range(30) if v not in masked.tolist()])
+    from ssl_platform.masking.graph import corrupt_features
+
+    with torch.no_grad():
+        h = m.backbone.forward_features(corrupt_features(g.x, masked, replaced, sources, m.mask_token), g.edge_index)
+        target = m.target_projector(m.target_encoder.forward_features(g.x, g.edge_index)[keep])
+        latent = scaled_cosine_error(m.predictor(m.projector(h[keep])), target, 1.0)
+    assert torch.allclose(out["latent"], latent, atol=1e-6)
+    assert torch.allclose(out["loss"], out["reconstruction"] + 0.5 * latent, atol=1e-6)
+    out["loss"].backward()
+    assert all(p.grad is None for p in m.target_encoder.parameters())
+    assert all(p.grad is not None for p in m.predictor.parameters())
+    before = [p.detach().clone() for p in m.target_encoder.parameters()]
+    torch.optim.SGD(m.parameters(), lr=0.5).step()
+    m.on_step_end(0.1)
+    for old, new, online in zip(before, m.target_encoder.parameters(), m.backbone.parameters(), strict=True):
+        assert torch.allclose(new, 0.9 * old + 0.1 * online.detach())
+
+
+def test_graphmae2_bad_settings():
+    with pytest.raises(ValueError, match=r"remask_views must be >= 0 and remask_rate in \(0, 1\)"):
+        tiny(remask_views=2, remask_rate=1.0)
+    with pytest.raises(ValueError, match=r"latent_weight must be >= 0"):
+        tiny(latent_weight=-1.0)
