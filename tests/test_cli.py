@@ -35,6 +35,13 @@ def test_missing_data_root_names_the_prepare_command(tmp_path, capsys, monkeypat
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_data_prepare_offers_every_prepare_source():
+    from ssl_platform.cli import DATA_NAMES
+    from ssl_platform.data.prepare import NAMES
+
+    assert tuple(DATA_NAMES) == tuple(NAMES)
+
+
 def test_unknown_data_set_name_lists_choices(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["data", "prepare", "cifar-10"])

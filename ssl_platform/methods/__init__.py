@@ -5,6 +5,7 @@ from ssl_platform.methods.dae import DenoisingAutoencoder
 from ssl_platform.methods.graphmae import GraphMAE
 from ssl_platform.methods.gsimclr import GSimCLR
 from ssl_platform.methods.ijepa import IJEPA
+from ssl_platform.methods.satmae_pp import SatMAEPP
 from ssl_platform.methods.simclr import SimCLR
 from ssl_platform.methods.spark import SparK
 from ssl_platform.methods.supervised import Supervised
@@ -15,10 +16,11 @@ METHODS: dict[str, type[Method]] = {
     "gsimclr": GSimCLR,
     "dae": DenoisingAutoencoder,  # G-SimCLR's first stage (recipes/gsimclr/)
     "spark": SparK,
+    "satmae_pp": SatMAEPP,
     "graphmae": GraphMAE,
     "ijepa": IJEPA,
     "tjepa": TJEPA,
     "supervised": Supervised,
 }
 
-__all__ = ["IJEPA", "METHODS", "TJEPA", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "Method", "SimCLR", "SparK", "Supervised"]
+__all__ = ["IJEPA", "METHODS", "TJEPA", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "Method", "SatMAEPP", "SimCLR", "SparK", "Supervised"]

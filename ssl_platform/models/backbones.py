@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from ssl_platform.models import convnet, graph, tabular  # noqa: F401  (register plain_convnet, gat, gin, tabular_transformer)
+from ssl_platform.models import convnet, graph, grouped_vit, tabular  # noqa: F401  (register plain_convnet, gat, gin, grouped_vit*, tabular_transformer)
 
 SPEC_ATTR = "_ssl_platform_spec"
 

@@ -27,6 +27,8 @@ RUNS = {
     "spark": ("recipes/spark/debug.yaml", ["train.epochs=1"], 8, 21),
     # masks from the training RNG; the EMA target encoder is part of the method's state
     "ijepa": ("recipes/ijepa/debug.yaml", ["train.epochs=1"], 8, 21),
+    # per-group masks from the training RNG, flips and rotations seeded per draw (2 epochs of 11 steps)
+    "satmae_pp": ("recipes/satmae_pp/debug.yaml", ["train.epochs=2"], 8, 22),
     # rows without transform; column subsets from the training RNG (21 of the epoch's 79 steps)
     "tjepa": ("recipes/tjepa/debug.yaml", ["train.max_steps=21"], 8, 21),
     # a whole graph per step, node masks from the training RNG (21 of 3 epochs x 8 steps)

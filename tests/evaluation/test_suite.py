@@ -56,12 +56,15 @@ TABULAR_BACKBONE = "tabular_transformer"  # registered with timm by ssl_platform
 
 
 GRAPH_BACKBONES = ("gat", "gin")  # registered with timm by ssl_platform/models/graph.py
+MULTISPECTRAL_PREFIX = "grouped_vit"  # grouped_vit* registered with timm by ssl_platform/models/grouped_vit.py
 # node feature widths of the graph sets that download (tests never do): Planetoid, OGB, TUDataset
 INTERNET_FEATURES = {"Cora": 1433, "PubMed": 500, "ogbn-arxiv": 128, "MUTAG": 7}
 
 
 def _suite_kind(suite: Path) -> str:
     name = OmegaConf.load(suite).random_backbone.name
+    if name.startswith(MULTISPECTRAL_PREFIX):
+        return "multispectral"
     return "table" if name == TABULAR_BACKBONE else "graph" if name in GRAPH_BACKBONES else "image"
 
 
@@ -77,6 +80,12 @@ def test_every_suite_validates_and_starts_with_its_command(suite):
         assert cfg.random_backbone.in_chans == 1 and cfg.random_backbone.small_input
         return
     (name, task), = cfg.tasks.items()
+    if kind == "multispectral":  # band tensors from the dataset; the random backbone's groups cover its bands
+        from ssl_platform.models.grouped_vit import check_band_groups
+
+        assert timm.is_model(cfg.random_backbone.name)
+        check_band_groups(cfg.random_backbone.get("band_groups"), cfg.random_backbone.in_chans)
+        return
     if kind == "graph":  # graphs come through a graph extractor; the random encoder reads their features
         assert task.extractor in ("ssl_platform.evaluation.features.extract_graph_features",
                                   "ssl_platform.evaluation.features.extract_node_features")

