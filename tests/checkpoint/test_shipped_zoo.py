@@ -45,6 +45,11 @@ def test_each_shipped_backbone_loads_and_embeds(name):
         cards = entry.arch_kwargs.get("cat_cardinalities") or []
         x_cat = torch.zeros(2, len(cards), dtype=torch.long)
         feats = backbone.forward_head(backbone.forward_features(torch.randn(2, n_num), x_cat), pre_logits=True)
+    elif entry.method == "graphmae":  # node codes of a 5-node ring, then one pooled graph embedding
+        ring = torch.tensor([[0, 1, 2, 3, 4, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 0, 1, 2, 3, 4]])
+        nodes = backbone.forward_features(torch.randn(5, entry.in_chans), ring)
+        assert nodes.shape == (5, entry.num_features)
+        feats = backbone.pool(nodes, torch.tensor([0, 0, 0, 1, 1]))
     else:
         feats = backbone.forward_head(backbone.forward_features(torch.randn(2, *entry.input_size)), pre_logits=True)
     assert feats.shape == (2, entry.num_features) and torch.isfinite(feats).all()
