@@ -30,6 +30,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message names the file and what to do."""
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
 
@@ -40,6 +49,9 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode open() would (0666 minus the umask), so a
+        # checkpoint or zoo file written here is readable by whoever can read its directory
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -57,6 +57,18 @@ def test_write_atomic_creates_and_replaces_leaving_no_temp_files(tmp_path):
     assert sorted(os.listdir(target.parent)) == ["file.bin"]
 
 
+def test_write_atomic_gives_the_mode_open_would(tmp_path):
+    import stat
+
+    from ssl_platform.checkpoint import io as io_module
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")  # open() applies the umask to 0666 (mkstemp alone would give 0600)
+    write_atomic(tmp_path / "atomic.bin", b"x")
+    mode = stat.S_IMODE((tmp_path / "atomic.bin").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~io_module._UMASK
+
+
 def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     target = tmp_path / "last.pt"
     write_atomic(target, b"old and complete")
