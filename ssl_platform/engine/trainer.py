@@ -331,8 +331,11 @@ def fit(
         # identifies it, e.g. to G-SimCLR's pseudo-labels)
         epoch = step // steps_per_epoch
         if distributed.is_main():
+            from ssl_platform.evaluation.report import git_sha  # the code that trained it, for the zoo card
+
             export_backbone(method.backbone, out_dir / "backbone.safetensors",
-                            {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name")})
+                            {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
+                             "git_sha": git_sha()})
         distributed.barrier()
     finally:
         bar.close()
