@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_platform import config, pretrain
-from ssl_platform.methods import METHODS
 from ssl_platform.config import ConfigError
+from ssl_platform.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = ROOT / "recipes" / "simclr" / "debug.yaml"

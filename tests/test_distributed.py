@@ -59,7 +59,7 @@ def test_two_process_eval_equals_one_process(tmp_path):
     def rows(name):
         return [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
 
-    cached = lambda rs: [r for r in rs if r["protocol"] != "finetune"]  # noqa: E731
+    cached = lambda rs: [r for r in rs if r["protocol"] != "finetune"]
     assert cached(rows("two")) == cached(rows("one")) and len(cached(rows("one"))) == 12  # 2 noise settings x 6
     finetuned = [r for r in rows("two") if r["protocol"] == "finetune"]
     assert len(finetuned) == 2  # one row per noise setting: only rank 0 wrote

@@ -16,14 +16,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from omegaconf import OmegaConf
 
-from ssl_platform import config  # noqa: E402
-from ssl_platform.checkpoint.io import load_checkpoint, load_state_strict  # noqa: E402
-from ssl_platform.data.transforms import EvalTransform  # noqa: E402
-from ssl_platform.losses.reconstruction import patchify, unpatchify  # noqa: E402
+from ssl_platform import config
+from ssl_platform.checkpoint.io import load_checkpoint, load_state_strict
+from ssl_platform.data.transforms import EvalTransform
+from ssl_platform.losses.reconstruction import patchify, unpatchify
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ number of data-loader workers, and makes a sample's views the same on any number
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import DistributedSampler, Sampler

@@ -12,8 +12,9 @@ import dataclasses
 import itertools
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

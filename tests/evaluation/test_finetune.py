@@ -11,7 +11,7 @@ import torch
 from ssl_platform.checkpoint.io import load_backbone
 from ssl_platform.data.datasets import ArrayImages
 from ssl_platform.data.transforms import EvalTransform
-from ssl_platform.engine.trainer import TrainConfig, _build_optimizer, _apply_schedules
+from ssl_platform.engine.trainer import TrainConfig, _apply_schedules, _build_optimizer
 from ssl_platform.evaluation import noise
 from ssl_platform.evaluation.finetune import Classifier, LabelledView, finetune
 from ssl_platform.models.backbones import create_backbone
