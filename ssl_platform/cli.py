@@ -136,7 +136,7 @@ def _eval(args: argparse.Namespace) -> int:
             backbone, name, sha256 = resolve_backbone(spec, suite, zoo=options.get("zoo"))
             out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
             rows += run_suite(suite, backbone.to(device), name, out_dir, device=str(device), overwrite=overwrite,
-                              backbone_sha256=sha256)
+                              backbone_sha256=sha256, method_spec=spec)
             if distributed.is_main():
                 print(f"[ssl_platform] {name}: results in {out_dir}", flush=True)
         if distributed.is_main():

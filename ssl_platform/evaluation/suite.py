@@ -5,7 +5,7 @@ A suite is flat YAML; every key is checked by `load_suite` (unknown keys fail na
     name: digits
     tasks:                                    # task name -> its data
       digits:
-        kind: classification                  # | regression (rmse, r2) | multilabel (map)
+        kind: classification                  # | regression (rmse, r2) | multilabel (map) | retrieval (R@K)
         train: {_component_: ...Digits, split: train}     # kNN bank, probe and fine-tune training set
         val: null                             # optional: the linear probe picks λ here instead of on a
                                               # split carved from train (then refits on train + val)
@@ -43,6 +43,9 @@ What runs, for each task, label fraction, seed and noise setting (clean first, t
 - `svm` (classification; `svm.py`): scikit-learn's SVC on standardised cached features, C chosen by
   stratified k-fold cross-validation on the training rows (the graph-classification protocol); reports
   test `top1`, the selected C and its cross-validated accuracy `cv_top1`.
+- `retrieval` (tasks of kind retrieval; `retrieval.py`): image-to-text and text-to-image R@1/5/10 over
+  the test pairs, ranked by the method's own matching head. It needs the whole pretraining run, so
+  the backbone must be given as `RUN_DIR` or `random:RUN_DIR` (each seed a fresh random init).
 
 The labelled subset of a fraction is class-balanced and drawn by the seed from the clean labels;
 noise then corrupts that subset's labels, seeded by the same seed, so every backbone sees exactly the
@@ -84,11 +87,12 @@ from ssl_platform.evaluation.finetune import OPTIMIZERS, LabelledView, finetune
 from ssl_platform.evaluation.report import append_rows, make_row, write_report
 from ssl_platform.evaluation.robust import LOSSES, ROBUST, train_head
 
-PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt", "svm")
-KINDS = ("classification", "regression", "multilabel")
-# what a task kind can run: regression and multi-label have no robust losses or fine-tuning head yet
-KIND_PROTOCOLS = {"classification": PROTOCOLS, "regression": ("knn", "linear", "mlp", "gbdt"),
-                  "multilabel": ("knn", "linear")}
+PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt", "svm", "retrieval")
+KINDS = ("classification", "regression", "multilabel", "retrieval")
+# what a task kind can run: regression and multi-label have no robust losses or fine-tuning head yet;
+# retrieval ranks image-text pairs with the whole method (M3AE's matching head), not cached features
+KIND_PROTOCOLS = {"classification": PROTOCOLS[:-1], "regression": ("knn", "linear", "mlp", "gbdt"),
+                  "multilabel": ("knn", "linear"), "retrieval": ("retrieval",)}
 RESULTS_FILE = "results.jsonl"
 
 
@@ -589,9 +593,12 @@ def run_task(
     device: str,
     out_dir: Path,
     backbone_sha256: str = "",
+    method_spec: str | None = None,
 ) -> list[dict[str, Any]]:
     """Extract one task's features once, then run every label fraction x seed x noise x protocol."""
     start = time.perf_counter()
+    if task.kind == "retrieval":
+        return _retrieval_rows(name, task, suite, backbone_name, backbone_sha256, method_spec, device)
     data = load_task(name, task, suite, backbone, device)
     protocols = task.protocols or suite.eval.protocols
     settings = noise_settings(suite.noise) if task.kind == "classification" and task.noise else [("none", 0.0)]
@@ -631,6 +638,31 @@ def run_task(
     return rows
 
 
+def _retrieval_rows(name: str, task: TaskConfig, suite: Suite, backbone_name: str, backbone_sha256: str,
+                    method_spec: str | None, device: str) -> list[dict[str, Any]]:
+    """R@K both ways on the task's test pairs, once per seed (a trained method gives the same each time)."""
+    from ssl_platform.evaluation import retrieval
+
+    if not method_spec or not (method_spec.startswith("random:") or Path(method_spec).is_dir()):
+        raise ConfigError(
+            f"task {name} is a retrieval task: it ranks pairs with the whole method (encoders, fusion, matching "
+            f"head), which a backbone file does not hold; give backbone=RUN_DIR or random:RUN_DIR "
+            f"(got {method_spec!r})"
+        )
+    test, transform = config.instantiate(task.test), config.instantiate(task.transform)
+    rows = []
+    for seed in suite.eval.seeds:
+        method, _ = retrieval.method_from_spec(method_spec, seed=seed)
+        scores = retrieval.retrieval_metrics(method.to(device), test, transform, batch_size=suite.eval.batch_size,
+                                             device=device)
+        rows += [make_row(task=name, protocol="retrieval", metric=metric, value=value, backbone=backbone_name,
+                          backbone_sha256=backbone_sha256, seed=seed, label_fraction=1.0, noise_kind="none",
+                          noise_rate=0.0, noise_rate_realised=0.0, robust="none")
+                 for metric, value in scores.items()]
+        _log(f"{name}: retrieval, seed {seed} done")
+    return rows
+
+
 def run_suite(
     suite_cfg: DictConfig,
     backbone: nn.Module,
@@ -639,6 +671,7 @@ def run_suite(
     device: str = "cpu",
     overwrite: bool = False,
     backbone_sha256: str = "",
+    method_spec: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run a suite loaded by `load_suite` on one backbone; write results.jsonl, summary.md, plots, suite.yaml.
 
@@ -651,6 +684,8 @@ def run_suite(
         device: where features are extracted and probes fitted (kNN runs in faiss on the CPU).
         overwrite: replace earlier results (and fine-tuning runs) instead of refusing.
         backbone_sha256: the backbone file's sha256 ("" for a random init), written into every row.
+        method_spec: the `backbone=` value it came from (`RUN_DIR`, `random:RUN_DIR`): retrieval tasks
+            rebuild the whole method from it.
 
     Returns:
         The rows written to results.jsonl.
@@ -675,7 +710,7 @@ def run_suite(
     rows = []
     for name, task in suite_cfg.tasks.items():
         task_rows = run_task(str(name), config.section(task, TaskConfig), suite, backbone, backbone_name, device,
-                             out_dir, backbone_sha256)
+                             out_dir, backbone_sha256, method_spec)
         if distributed.is_main():
             append_rows(results, task_rows)
         rows += task_rows
