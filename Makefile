@@ -25,6 +25,7 @@ data: venv
 test: venv data
 	$(BIN)/python -m ssl_platform data prepare mnist
 	$(BIN)/python -m ssl_platform data prepare molecules
+	$(BIN)/python -m ssl_platform data prepare emoji
 	$(BIN)/python -m ssl_platform data prepare bigearthnet-example
 	$(BIN)/python -m ssl_platform data prepare landsat7-stars
 	$(BIN)/python -m pytest -q

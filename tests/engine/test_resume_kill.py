@@ -33,6 +33,9 @@ RUNS = {
     "tjepa": ("recipes/tjepa/debug.yaml", ["train.max_steps=21"], 8, 21),
     # a whole graph per step, node masks from the training RNG (21 of 3 epochs x 8 steps)
     "graphmae": ("recipes/graphmae/debug.yaml", ["train.max_steps=21"], 8, 21),
+    # three passes per step (MLM, MIM, ITM), masks and negatives from the training RNG; the tokenizer
+    # buffer is part of the method's state
+    "m3ae": ("recipes/m3ae/debug.yaml", ["train.epochs=1"], 8, 21),
 }
 
 

@@ -62,9 +62,12 @@ INTERNET_FEATURES = {"Cora": 1433, "PubMed": 500, "ogbn-arxiv": 128, "MUTAG": 7}
 
 
 def _suite_kind(suite: Path) -> str:
-    name = OmegaConf.load(suite).random_backbone.name
+    cfg = OmegaConf.load(suite)
+    name = cfg.random_backbone.name
     if name.startswith(MULTISPECTRAL_PREFIX):
         return "multispectral"
+    if all(".pairs." in task.train._component_ for task in cfg.tasks.values()):
+        return "pairs"
     return "table" if name == TABULAR_BACKBONE else "graph" if name in GRAPH_BACKBONES else "image"
 
 
@@ -78,6 +81,13 @@ def test_every_suite_validates_and_starts_with_its_command(suite):
     kind = _suite_kind(suite)
     if kind == "image":  # the random baseline reads 1-channel small images
         assert cfg.random_backbone.in_chans == 1 and cfg.random_backbone.small_input
+        return
+    if kind == "pairs":  # image-text pairs (M3AE): RGB images through the pair transform; retrieval
+        # tasks rank pairs with the whole method and run nothing else
+        assert cfg.random_backbone.in_chans == 3 and timm.is_model(cfg.random_backbone.name)
+        for task in cfg.tasks.values():
+            assert task.transform._component_.endswith("pairs.ImageTextTransform")
+            assert task.kind != "retrieval" or (not task.noise and set(cfg.eval.protocols) == {"retrieval"})
         return
     (name, task), = cfg.tasks.items()
     if kind == "multispectral":  # band tensors from the dataset; the random backbone's groups cover its bands

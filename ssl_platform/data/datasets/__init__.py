@@ -8,6 +8,8 @@ Graphs offline: `Molecules` (items `({"graph": Data}, class)`) after `python -m 
 `KarateClub` and `FashionMNISTKNNGraph` (node-level `NodeGraph`s: items `({"graph": Data}, -1)`, splits
 of their nodes for evaluation). Graphs with internet (once): `Planetoid`, `OGBNodeGraph` (node level),
 `TUGraphs` (graph level).
+Image-text pairs (`pairs.py`, items `({"image": PIL, "text": str}, label)`): `ImageTextPairs` (your
+JSONL / CSV manifest), `EmojiPairs` (after `data prepare emoji`), `FashionMNISTCaptions`, `DigitCaptions`.
 Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
 parquet file; the Adult, Higgs and California housing layouts read a file you download.
 """
@@ -26,6 +28,7 @@ from ssl_platform.data.datasets.graphs import (
 )
 from ssl_platform.data.datasets.idx import MNIST, FashionMNIST, IdxError, read_idx, write_idx
 from ssl_platform.data.datasets.molecules import Molecule, Molecules, read_sdf
+from ssl_platform.data.datasets.pairs import DigitCaptions, EmojiPairs, FashionMNISTCaptions, ImageTextPairs
 from ssl_platform.data.datasets.tabular import Table
 from ssl_platform.data.datasets.torchvision_sets import CIFAR10, CIFAR100, STL10
 
@@ -35,12 +38,16 @@ __all__ = [
     "MNIST",
     "STL10",
     "ArrayImages",
+    "DigitCaptions",
     "Digits",
+    "EmojiPairs",
     "FashionMNIST",
+    "FashionMNISTCaptions",
     "FashionMNISTKNNGraph",
     "IdxError",
     "ImageFolder",
     "ImageKNNGraph",
+    "ImageTextPairs",
     "KarateClub",
     "Molecule",
     "Molecules",

@@ -1,0 +1,153 @@
+"""Image-to-text and text-to-image retrieval: recall at K over held-out image-text pairs.
+
+Pair i of a held-out set is image i with text i; every image ranks every text by a score (and every
+text every image), and R@K is the share of queries whose own partner is among the K best.
+`recall_at_k` is the metric on a score matrix; `pair_scores` fills that matrix with a model's
+matching score (M3AE's image-text matching head), encoding every image and text once and fusing
+every pair in blocks; `retrieval_metrics` does both for a dataset, and `load_method` rebuilds a
+pretraining run's whole method (the encoders *and* fusion, which `backbone.safetensors` lacks).
+
+Ties count against the query (a partner tied with another candidate ranks behind it), so a
+constant score gives chance, never a perfect recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_platform.data.collate import TransformedDataset, collate
+
+KS = (1, 5, 10)
+
+
+def ranks_of_partners(scores: Tensor) -> Tensor:
+    """`scores: [N, N]` (query i, candidate j; the partner of query i is candidate i) -> `[N]` ranks, 0 = best.
+
+    The rank is the number of other candidates scoring at least as high as the partner (ties pessimistic).
+    """
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be a square [N, N] matrix of pairs, got {tuple(scores.shape)}")
+    own = scores.diagonal()[:, None]  # [N, 1]
+    ahead = scores >= own
+    return ahead.sum(1) - 1  # the partner itself is always >= itself
+
+
+def recall_at_k(scores: Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """R@K in % both ways from `scores: [N_images, N_texts]` with image i paired with text i.
+
+    Returns:
+        `{"i2t_r1": ..., "i2t_r5": ..., "t2i_r1": ..., ...}` for each K in `ks`, plus `"rsum"`, their sum.
+    """
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks must be positive, got {list(ks)}")
+    scores = scores.float()
+    out: dict[str, float] = {}
+    for name, matrix in (("i2t", scores), ("t2i", scores.T)):
+        ranks = ranks_of_partners(matrix)
+        for k in ks:
+            out[f"{name}_r{k}"] = 100.0 * (ranks < k).float().mean().item()
+    out["rsum"] = sum(out.values())
+    return out
+
+
+def pair_scores(
+    score: Callable[[Tensor, Tensor, Tensor], Tensor],
+    image_tokens: Tensor,
+    text_tokens: Tensor,
+    text_mask: Tensor,
+    block: int = 64,
+) -> Tensor:
+    """The `[N_images, N_texts]` matrix of `score` over every image-text combination.
+
+    Args:
+        score: `(image [P, Ni, D], text [P, L, Dt], text_mask [P, L]) -> [P]` for P pairs (e.g.
+            `M3AE.match_logits`), called on blocks of `block` images x all texts.
+        image_tokens: `[N_images, Ni, D]` cached image encoder outputs.
+        text_tokens: `[N_texts, L, Dt]` cached text encoder outputs.
+        text_mask: `[N_texts, L]` bool, True at real tokens.
+        block: images per call (memory: `block * N_texts` pairs at once).
+    """
+    n_img, n_txt = image_tokens.shape[0], text_tokens.shape[0]
+    rows = []
+    for start in range(0, n_img, block):
+        imgs = image_tokens[start:start + block]  # [b, Ni, D]
+        b = imgs.shape[0]
+        pairs_img = imgs.repeat_interleave(n_txt, dim=0)  # [b * N_texts, Ni, D]: image-major order
+        pairs_txt = text_tokens.repeat(b, 1, 1)
+        pairs_mask = text_mask.repeat(b, 1)
+        rows.append(score(pairs_img, pairs_txt, pairs_mask).float().view(b, n_txt))
+    return torch.cat(rows)
+
+
+def encode_pairs(method: nn.Module, dataset: Dataset, transform: Callable[[Any], dict], batch_size: int = 128,
+                 device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every pair of `dataset` through the method's unimodal encoders, in dataset order.
+
+    Returns:
+        image tokens `[N, Ni, D]`, text tokens `[N, L, Dt]`, text mask `[N, L]` and labels `[N]`, on `device`.
+    """
+    loader = DataLoader(TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    images, texts, masks, labels = [], [], [], []
+    for batch in loader:
+        ids, mask = batch["text_ids"].to(device), batch["text_mask"].to(device).bool()
+        images.append(method.image_tokens(batch["image"].to(device)))
+        texts.append(method.text_encoder.forward_features(ids, mask))
+        masks.append(mask)
+        labels.append(batch["label"])
+    return torch.cat(images), torch.cat(texts), torch.cat(masks), torch.cat(labels)
+
+
+def retrieval_metrics(method: nn.Module, dataset: Dataset, transform: Callable[[Any], dict], ks: Sequence[int] = KS,
+                      batch_size: int = 128, block: int = 32, device: str | torch.device = "cpu") -> dict[str, float]:
+    """R@K both ways over the pairs of `dataset`, ranked by `method.match_logits` (M3AE's ITM head).
+
+    The method runs in eval mode under `torch.inference_mode()`; its train/eval flags are restored.
+    """
+    modes = {module: module.training for module in method.modules()}
+    method.eval()
+    try:
+        with torch.inference_mode():
+            image, text, mask, _ = encode_pairs(method, dataset, transform, batch_size, device)
+            scores = pair_scores(method.match_logits, image, text, mask, block)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return recall_at_k(scores.cpu(), ks)
+
+
+def method_from_spec(spec: str, seed: int = 0) -> tuple[nn.Module, str]:
+    """A `backbone=` value of the eval command -> (whole method, name): `RUN_DIR` (trained weights) or
+    `random:RUN_DIR` (that run's architecture at random init, seeded by `seed`)."""
+    if spec.startswith("random:"):
+        run_dir = Path(spec.removeprefix("random:"))
+        return load_method(run_dir, random_init=True, seed=seed), f"random-{run_dir.name}"
+    return load_method(spec), Path(spec).name
+
+
+def load_method(run_dir: str | Path, random_init: bool = False, seed: int = 0) -> nn.Module:
+    """A pretraining run's whole method: built from its `config.yaml`, weights from `checkpoints/last.pt`.
+
+    `random_init=True` builds the same architecture with the run's seed-free random init (`seed`), the
+    baseline every pretrained number is compared with.
+    """
+    from omegaconf import OmegaConf
+
+    from ssl_platform import config
+    from ssl_platform.checkpoint.io import load_checkpoint, load_state_strict
+
+    run_dir = Path(run_dir)
+    recipe = run_dir / "config.yaml"
+    if not recipe.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.yaml; give the directory of a pretraining run")
+    torch.manual_seed(seed)
+    method = config.instantiate(OmegaConf.load(recipe).method)
+    if not random_init:
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["method"]
+        load_state_strict(method, state, str(run_dir / "checkpoints" / "last.pt"))
+    return method.eval()
