@@ -387,7 +387,10 @@ class M3AE(Method):
 
         if self.weights["itm"]:  # whole pairs, about half with another image of the batch
             source, wrong = self.itm_pairs(x.shape[0], x.device)
-            xi, t, _ = self.fuse(image_full[source], text_full, text_mask)
+            # index_select, not image_full[source]: `source` repeats images, and the backward of advanced
+            # indexing accumulates them with parallel atomic adds on the CPU (last-bit differences from
+            # run to run); index_select's backward (index_add along dim 0) adds in a fixed order
+            xi, t, _ = self.fuse(image_full.index_select(0, source), text_full, text_mask)
             out["itm_loss"] = F.cross_entropy(self.itm_head(self.joint(xi, t)).float(), (~wrong).long())
             loss = loss + self.weights["itm"] * out["itm_loss"]
 

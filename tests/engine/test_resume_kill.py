@@ -39,13 +39,6 @@ RUNS = {
 }
 
 
-# M3AE's image-encoder gradients differ in the last bits between two identical runs in one process when
-# torch uses 2 CPU threads (found by running the same 3 steps twice; bit-identical with one thread, and
-# under torchrun, which sets one thread per process). Not a resume bug: the checkpoint and RNG logic is
-# what this test checks, so those runs use one thread. The kernel is not identified yet.
-ONE_THREAD = {"m3ae"}
-
-
 def command(name: str, out_dir: Path) -> list[str]:
     recipe, extra, _, _ = RUNS[name]
     return [sys.executable, "-m", "ssl_platform", "pretrain", recipe, f"train.out_dir={out_dir}",
@@ -64,8 +57,6 @@ def saved_step(out_dir: Path) -> int:
 def test_sigkill_then_same_command_matches_uninterrupted(tmp_path, name):
     _, _, kill_after, total = RUNS[name]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if name in ONE_THREAD:
-        env["OMP_NUM_THREADS"] = "1"
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(command(name, straight), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
 

@@ -330,16 +330,9 @@ def test_debug_recipe_resumes_to_the_same_weights(tmp_path):
         pretrain.run(pretrain.load_recipe(ROOT / "recipes/m3ae/debug.yaml",
                                           [f"train.out_dir={out}", f"train.max_steps={steps}", "train.save_every_steps=3"]))
 
-    # one thread: with 2, two identical runs already differ in the last bits of the image encoder
-    # (see ONE_THREAD in tests/engine/test_resume_kill.py); the resume logic is what is checked here
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(tmp_path / "straight", 6)
-        run(tmp_path / "resumed", 3)
-        run(tmp_path / "resumed", 6)
-    finally:
-        torch.set_num_threads(threads)
+    run(tmp_path / "straight", 6)
+    run(tmp_path / "resumed", 3)
+    run(tmp_path / "resumed", 6)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 6
