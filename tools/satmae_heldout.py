@@ -21,17 +21,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ssl_platform import pretrain
-from ssl_platform.checkpoint.io import load_checkpoint
-from ssl_platform.config import instantiate
+from ssl_platform.checkpoint.io import load_run_method
 from ssl_platform.data.datasets.multispectral import MultispectralTiles
 
 
 def heldout_reconstruction(run: Path, draws: int = 5) -> dict[str, dict[str, float]]:
     """{"init": {loss term: mean}, "trained": {...}} over `draws` mask draws on the held-out crops."""
     cfg = pretrain.load_recipe(run / "config.yaml", [])
-    torch.manual_seed(cfg.train.seed)
-    methods = {"init": instantiate(cfg.method).eval(), "trained": instantiate(cfg.method).eval()}
-    methods["trained"].load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["method"])
+    methods = {"init": load_run_method(run, random_init=True, seed=cfg.train.seed), "trained": load_run_method(run)}
     crops = MultispectralTiles(split="test", tile_size=cfg.method.image_size, stride=8).tiles
     out = {}
     for name, method in methods.items():

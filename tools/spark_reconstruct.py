@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_platform import config
-from ssl_platform.checkpoint.io import load_checkpoint, load_state_strict
+from ssl_platform.checkpoint.io import load_run_method
 from ssl_platform.data.transforms import EvalTransform
 from ssl_platform.losses.reconstruction import patchify, unpatchify
 
@@ -35,9 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = OmegaConf.load(args.run / "config.yaml")
-    method = config.instantiate(cfg.method)
-    load_state_strict(method, load_checkpoint(args.run / "checkpoints" / "last.pt")["method"], str(args.run))
-    method.eval()
+    method = load_run_method(args.run)
     dataset = config.instantiate({**OmegaConf.to_container(cfg.data.dataset), "split": "test"})
     size, channels = int(cfg.method.image_size), int(cfg.method.in_chans)
     transform = EvalTransform(size=size, channels=channels)

@@ -93,6 +93,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def load_run_method(run_dir: str | Path, random_init: bool = False, seed: int = 0) -> nn.Module:
+    """A pretraining run's whole method (decoders, heads, fusion: what `backbone.safetensors` leaves
+    out), built from the run's `config.yaml` with the weights of `checkpoints/last.pt`, in eval mode.
+
+    `random_init=True` builds the same architecture at a random init drawn with `seed` (the baseline
+    a pretrained number is compared with) and reads no checkpoint.
+    """
+    from omegaconf import OmegaConf
+
+    from ssl_platform import config  # here: config imports the models, which import this module
+
+    run_dir = Path(run_dir)
+    recipe = run_dir / "config.yaml"
+    if not recipe.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.yaml; give the directory of a pretraining run")
+    torch.manual_seed(seed)
+    method = config.instantiate(OmegaConf.load(recipe).method)
+    if not random_init:
+        last = run_dir / "checkpoints" / "last.pt"
+        load_state_strict(method, load_checkpoint(last)["method"], str(last))
+    return method.eval()
+
+
 def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """`module.load_state_dict(state_dict)` that explains a mismatch instead of a raw key dump.
 

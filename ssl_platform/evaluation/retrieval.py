@@ -4,8 +4,9 @@ Pair i of a held-out set is image i with text i; every image ranks every text by
 text every image), and R@K is the share of queries whose own partner is among the K best.
 `recall_at_k` is the metric on a score matrix; `pair_scores` fills that matrix with a model's
 matching score (M3AE's image-text matching head), encoding every image and text once and fusing
-every pair in blocks; `retrieval_metrics` does both for a dataset, and `load_method` rebuilds a
-pretraining run's whole method (the encoders *and* fusion, which `backbone.safetensors` lacks).
+every pair in blocks; `retrieval_metrics` does both for a dataset, and `method_from_spec` rebuilds a
+pretraining run's whole method (the encoders *and* fusion, which `backbone.safetensors` lacks) with
+`checkpoint.io.load_run_method`.
 
 Ties count against the query (a partner tied with another candidate ranks behind it), so a
 constant score gives chance, never a perfect recall.
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ssl_platform.checkpoint.io import load_run_method
 from ssl_platform.data.collate import TransformedDataset, collate
 
 KS = (1, 5, 10)
@@ -126,28 +128,5 @@ def method_from_spec(spec: str, seed: int = 0) -> tuple[nn.Module, str]:
     `random:RUN_DIR` (that run's architecture at random init, seeded by `seed`)."""
     if spec.startswith("random:"):
         run_dir = Path(spec.removeprefix("random:"))
-        return load_method(run_dir, random_init=True, seed=seed), f"random-{run_dir.name}"
-    return load_method(spec), Path(spec).name
-
-
-def load_method(run_dir: str | Path, random_init: bool = False, seed: int = 0) -> nn.Module:
-    """A pretraining run's whole method: built from its `config.yaml`, weights from `checkpoints/last.pt`.
-
-    `random_init=True` builds the same architecture with the run's seed-free random init (`seed`), the
-    baseline every pretrained number is compared with.
-    """
-    from omegaconf import OmegaConf
-
-    from ssl_platform import config
-    from ssl_platform.checkpoint.io import load_checkpoint, load_state_strict
-
-    run_dir = Path(run_dir)
-    recipe = run_dir / "config.yaml"
-    if not recipe.is_file():
-        raise FileNotFoundError(f"{run_dir} has no config.yaml; give the directory of a pretraining run")
-    torch.manual_seed(seed)
-    method = config.instantiate(OmegaConf.load(recipe).method)
-    if not random_init:
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["method"]
-        load_state_strict(method, state, str(run_dir / "checkpoints" / "last.pt"))
-    return method.eval()
+        return load_run_method(run_dir, random_init=True, seed=seed), f"random-{run_dir.name}"
+    return load_run_method(spec), Path(spec).name

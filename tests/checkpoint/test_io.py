@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import timm
@@ -16,6 +17,7 @@ from ssl_platform.checkpoint.io import (
     export_backbone,
     load_backbone,
     load_checkpoint,
+    load_run_method,
     load_state_strict,
     read_backbone_metadata,
     save_checkpoint,
@@ -354,3 +356,24 @@ def load_metadata_raw(path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata())
+
+
+# ---- load_run_method: a run's whole method from config.yaml + last.pt
+
+
+def test_load_run_method_rebuilds_the_whole_method_or_its_random_init(tmp_path):
+    from ssl_platform import pretrain
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(FileNotFoundError, match="has no config.yaml; give the directory of a pretraining run"):
+        load_run_method(tmp_path)
+    pretrain.run(pretrain.load_recipe(root / "recipes/graphmae/debug.yaml", [f"train.out_dir={tmp_path}"]))
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["method"]
+    method = load_run_method(tmp_path)
+    assert not method.training and any(k.startswith("decoder.") for k in saved)  # not only the backbone
+    assert all(torch.equal(v, saved[k]) for k, v in method.state_dict().items())
+    a, b = (load_run_method(tmp_path, random_init=True, seed=s) for s in (3, 3))
+    c = load_run_method(tmp_path, random_init=True, seed=4)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.decoder.lin.weight, c.decoder.lin.weight)
+    assert not torch.equal(a.decoder.lin.weight, method.decoder.lin.weight)
