@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_platform.data.datasets.base import stratified_holdout
+
 # 9 values, one per decade of [1e-6, 1e2]: the paper's 45 values in [1e-6, 1e5] cost 5x more for
 # little change on small sets; pass `lambdas` for the full sweep.
 LAMBDAS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 2, 9))
@@ -90,20 +92,13 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int = 0) -> tupl
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"linear probe: val_fraction must be in (0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
     y = labels.cpu().numpy()
-    val = []
-    for cls in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == cls))
-        n_val = min(round(val_fraction * len(members)), len(members) - 1)
-        val.append(members[:n_val])
-    val_idx = np.sort(np.concatenate(val))
+    fit_idx, val_idx = stratified_holdout(y, val_fraction, seed)
     if len(val_idx) == 0:
         raise ValueError(
             f"linear probe: val_fraction={val_fraction} of {len(y)} samples leaves no validation samples; "
             "raise val_fraction or use more labelled samples"
         )
-    fit_idx = np.setdiff1d(np.arange(len(y)), val_idx)
     return torch.from_numpy(fit_idx), torch.from_numpy(val_idx)
 
 

@@ -30,6 +30,30 @@ def check_split(split: str, valid: Sequence[str], dataset: str) -> str:
     return split
 
 
+def stratified_holdout(targets: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out `round(fraction * n)` of each class's `n` samples, drawn by `seed`; every class keeps at
+    least one sample, so the held-out classes are a subset of the kept ones.
+
+    Shared by the linear probe's validation split and the node / graph splits of `graphs.py`.
+
+    Args:
+        targets: [N] integer labels.
+        fraction: share of each class held out.
+        seed: seed of the per-class shuffles (classes in sorted order).
+
+    Returns:
+        kept [N - H] and held [H] int64 indices, both sorted.
+    """
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    held = []
+    for cls in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == cls))
+        held.append(members[: min(round(fraction * len(members)), len(members) - 1)])
+    held_idx = np.sort(np.concatenate(held)).astype(np.int64) if held else np.zeros(0, np.int64)
+    return np.setdiff1d(np.arange(len(targets)), held_idx).astype(np.int64), held_idx
+
+
 def balanced_subset(targets: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
     """Indices of a class-balanced subset of `limit` samples, the same for the same seed.
 

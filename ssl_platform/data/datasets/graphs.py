@@ -22,17 +22,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssl_platform.data.datasets.base import check_split, resolve_root
+from ssl_platform.data.datasets.base import check_split, resolve_root, stratified_holdout
 
 SPLITS = ("all", "train", "test")
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """`[N]` labels -> {"all", "train", "test"}: sorted indices, `test_fraction` of each class in test."""
-    rng = np.random.default_rng(seed)
-    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: round(test_fraction * (y == c).sum())]
-                           for c in np.unique(y)])
-    return {"all": np.arange(len(y)), "test": np.sort(test), "train": np.setdiff1d(np.arange(len(y)), test)}
+    """`[N]` labels -> {"all", "train", "test"}: sorted indices, `test_fraction` of each class in test
+    (`base.stratified_holdout`: every class keeps a training sample)."""
+    train, test = stratified_holdout(y, test_fraction, seed)
+    return {"all": np.arange(len(y)), "test": test, "train": train}
 
 
 class NodeGraph:
