@@ -35,7 +35,8 @@ What runs, for each task, label fraction, seed and noise setting (clean first, t
 - `knn_<preset>` and `linear` (L-BFGS) on cached features with the (noisy) labels; robust "none";
 - `probe`: a head on cached features trained by minibatch AdamW once per `robust.methods` entry
   (cross-entropy, GCE, SCE, ELR, NMTune);
-- `linear_sgd` and `finetune` through the engine, once per entry of their own `losses`;
+- `linear_sgd` and `finetune` through the engine, once per entry of their own `losses` (regression
+  tasks: MSE on standardised targets, `losses: [none]`; RMSE and R²);
 - `mlp` and `gbdt` (classification and regression; `tabular.py`): scikit-learn's early-stopped MLP and
   histogram gradient boosting on the cached features. Tables (`eval/tables_*.yaml`) read their rows
   with `extractor: ...features.extract_tabular_features` and compare a backbone with `backbone=raw`
@@ -61,6 +62,7 @@ are cheap and deterministic), and rank 0 writes the files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import time
 from collections.abc import Sequence
@@ -89,9 +91,11 @@ from ssl_platform.evaluation.robust import LOSSES, ROBUST, train_head
 
 PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt", "svm", "retrieval")
 KINDS = ("classification", "regression", "multilabel", "retrieval")
-# what a task kind can run: regression and multi-label have no robust losses or fine-tuning head yet;
-# retrieval ranks image-text pairs with the whole method (M3AE's matching head), not cached features
-KIND_PROTOCOLS = {"classification": PROTOCOLS[:-1], "regression": ("knn", "linear", "mlp", "gbdt"),
+# what a task kind can run: regression fine-tunes (and SGD-probes) with MSE but has no robust losses,
+# multi-label has no trained head yet; retrieval ranks image-text pairs with the whole method (M3AE's
+# matching head), not cached features
+KIND_PROTOCOLS = {"classification": PROTOCOLS[:-1],
+                  "regression": ("knn", "linear", "linear_sgd", "finetune", "mlp", "gbdt"),
                   "multilabel": ("knn", "linear"), "retrieval": ("retrieval",)}
 RESULTS_FILE = "results.jsonl"
 
@@ -349,6 +353,14 @@ def _check_values(suite: Suite, tasks: DictConfig) -> None:
                 f"tasks.{name} is a {kind} task and cannot run {unsupported}; set tasks.{name}.protocols to a "
                 f"subset of {list(KIND_PROTOCOLS[kind])}"
             )
+        for key in ("finetune", "linear_sgd") if kind == "regression" else ():
+            section = getattr(suite, key)
+            if key in (protocols or ev.protocols) and (list(section.losses) != ["none"] or section.label_smoothing):
+                raise ConfigError(
+                    f"tasks.{name} is a regression task: {key} trains it with MSE, so set {key}.losses=[none] and "
+                    f"{key}.label_smoothing=0 (robust losses and smoothing are for class labels), got "
+                    f"{list(section.losses)}, {section.label_smoothing}"
+                )
         if kind != "classification" and suite.noise.kinds and task.get("noise", True):
             raise ConfigError(
                 f"label noise is defined for classification; tasks.{name} is a {kind} task: set "
@@ -572,7 +584,8 @@ def _trained(data: TaskData, keep: Tensor, labels: Tensor, protocols: Sequence[s
             result = finetune(
                 backbone, train_view, data.test_set, train_transform=data.train_transform,
                 test_transform=data.transform, num_classes=data.num_classes,
-                out_dir=run_dir / f"{protocol}-{loss}", freeze_backbone=protocol == "linear_sgd", loss=loss,
+                out_dir=run_dir / f"{protocol}-{loss}", kind=data.kind, freeze_backbone=protocol == "linear_sgd",
+                loss=loss,
                 loss_kwargs=getattr(suite.robust, loss, None) or None,
                 label_smoothing=section.label_smoothing, layer_decay=section.layer_decay,
                 drop_path=section.drop_path, optimizer=section.optimizer, lr=section.lr,
@@ -580,7 +593,7 @@ def _trained(data: TaskData, keep: Tensor, labels: Tensor, protocols: Sequence[s
                 batch_size=section.batch_size, num_workers=suite.eval.num_workers, precision=section.precision,
                 seed=seed, identity=identity, device=device,
             )
-            out.append((protocol, loss, "top1", result.test_accuracy))
+            out += [(protocol, loss, metric, value) for metric, value in result.metrics.items()]
     return out
 
 
@@ -619,12 +632,16 @@ def run_task(
                 y = clean if noisy is None else noisy.labels
                 if task.kind == "classification":
                     measured = _cached_classification(data, x, y, protocols, suite, seed, device)
-                    run_dir = out_dir / "runs" / name / f"f{fraction:g}-{kind}{rate:g}-s{seed}"
-                    identity = {"backbone": backbone_name, "backbone_sha256": backbone_sha256,
-                                "noisy_labels_sha256": noisy.sha256, "task": name}
-                    measured += _trained(data, keep, y, protocols, suite, seed, run_dir, backbone, identity, device)
+                    labels_sha256 = noisy.sha256
                 else:
                     measured = _cached_other(data, x, y, protocols, suite, seed, device)
+                    labels_sha256 = hashlib.sha256(y.to(torch.float64).numpy().tobytes()).hexdigest()
+                if task.kind in ("classification", "regression"):
+                    run_dir = out_dir / "runs" / name / f"f{fraction:g}-{kind}{rate:g}-s{seed}"
+                    # a run directory is resumed only for the same backbone, task and training labels
+                    identity = {"backbone": backbone_name, "backbone_sha256": backbone_sha256,
+                                "noisy_labels_sha256": labels_sha256, "task": name}
+                    measured += _trained(data, keep, y, protocols, suite, seed, run_dir, backbone, identity, device)
                 rows += [
                     make_row(
                         task=name, protocol=protocol, metric=metric, value=value, backbone=backbone_name,

@@ -1,5 +1,6 @@
 """Fine-tuning and the SGD probe through the engine: what trains, what stays frozen, layer-wise lr,
-drop-path, resume and identity, and robust losses against cross-entropy under 60% label noise."""
+drop-path, resume and identity, regression heads, and robust losses against cross-entropy under 60%
+label noise."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ssl_platform.data.datasets import ArrayImages
 from ssl_platform.data.transforms import EvalTransform
 from ssl_platform.engine.trainer import TrainConfig, _apply_schedules, _build_optimizer
 from ssl_platform.evaluation import noise
-from ssl_platform.evaluation.finetune import Classifier, LabelledView, finetune
+from ssl_platform.evaluation.finetune import Classifier, LabelledView, Regressor, finetune
 from ssl_platform.models.backbones import create_backbone
 
 
@@ -68,6 +69,55 @@ def test_classifier_batch_contract_and_label_range():
     assert out["loss"].ndim == 0 and 0.0 <= out["acc1"] <= 100.0
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
         method({**batch, "label": torch.full((8,), 4)})
+
+
+def brightness(n=96, size=8, seed=0):
+    """`blobs` images dimmed by a random factor in [0.2, 1]; the float target is the image's mean
+    brightness (about 15-75): a regression a small convnet fits in a few epochs."""
+    data = blobs(n, size, seed)
+    factor = np.random.default_rng(seed + 100).uniform(0.2, 1.0, n)
+    data.images = (data.images * factor[:, None, None]).astype(np.uint8)
+    targets = data.images.reshape(n, -1).mean(axis=1).astype(np.float64)
+    return LabelledView(data, torch.arange(n), torch.from_numpy(targets))
+
+
+def test_regressor_trains_mse_on_standardised_targets_and_predicts_in_their_units():
+    torch.manual_seed(0)
+    method = Regressor(tiny_backbone(), torch.tensor([50.0]), torch.tensor([20.0]))
+    image, target = torch.randn(6, 1, 8, 8), torch.tensor([10.0, 30.0, 50.0, 70.0, 90.0, 55.0])
+    out = method({"image": image, "label": target})
+    with torch.no_grad():  # train mode still: BatchNorm normalises with the same batch statistics
+        z = method.logits(image)[:, 0]
+    # naive: the loss is plain MSE between the raw head output and (y - mean) / std
+    assert out["loss"].item() == pytest.approx(((z - (target - 50.0) / 20.0) ** 2).mean().item(), rel=1e-5)
+    assert torch.allclose(method.predict(image), z * 20.0 + 50.0)
+    assert out["rmse"].item() == pytest.approx(((z * 20.0 + 50.0 - target) ** 2).mean().sqrt().item(), rel=1e-5)
+    assert method.predict(image).shape == (6,)
+    multi = Regressor(tiny_backbone(), torch.tensor([0.0, 1.0]), torch.tensor([0.0, 2.0]), scalar=False)
+    assert multi.target_std.tolist() == [1.0, 2.0]  # a constant output is not divided by 0
+    assert multi.predict(image).shape == (6, 2) and multi({"image": image, "label": torch.zeros(6, 2)})["loss"].isfinite()
+    with pytest.raises(ValueError, match="regression targets must be finite"):
+        method({"image": image, "label": torch.tensor([1.0, float("nan"), 0, 0, 0, 0])})
+
+
+def test_regression_fine_tune_learns_and_reports_rmse_and_r2_of_its_predictions(tmp_path):
+    train, test = brightness(), brightness(seed=1)
+    result = run(tmp_path, tiny_backbone(), train, test, kind="regression", epochs=30, lr=2e-2)
+    assert set(result.metrics) == {"rmse", "r2"}
+    assert result.metrics["r2"] > 0.8, result.metrics  # predicting the mean scores 0
+    # R² and RMSE describe the same predictions: R² = 1 - MSE / Var(test targets)
+    y = torch.as_tensor(test.labels, dtype=torch.float64)
+    assert result.metrics["r2"] == pytest.approx(1 - result.metrics["rmse"] ** 2 / y.var(unbiased=False).item(), abs=1e-6)
+    with pytest.raises(KeyError):
+        result.test_accuracy  # noqa: B018  (a regression has no top-1)
+
+
+def test_regression_fine_tune_refuses_class_losses_and_unknown_kinds(tmp_path):
+    train, test = brightness(n=8), brightness(n=8, seed=1)
+    with pytest.raises(ValueError, match="regression fine-tuning trains with MSE: loss must be 'none'"):
+        run(tmp_path, tiny_backbone(), train, test, kind="regression", loss="gce")
+    with pytest.raises(ValueError, match="finetune kind 'ranking' is not one of classification, regression"):
+        run(tmp_path, tiny_backbone(), train, test, kind="ranking")
 
 
 def test_layer_decay_gives_each_depth_its_lr_and_the_head_the_full_lr():

@@ -3,6 +3,7 @@ label noise on the training labels only, other task kinds (regression, multi-lab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_defaults_are_filled_and_overrides_apply():
         ("linear_sgd.optimizer=lamb", r"linear_sgd.optimizer: unknown value 'lamb'; valid values: adamw, sgd"),
         ("tasks.digits.kind=ranking", r"tasks.digits.kind: 'ranking' is not one of classification, regression"),
         ("tasks.digits.protocols=[knn,nope]", r"tasks.digits.protocols \(a subset of eval.protocols\)"),
-        ("tasks.digits.kind=regression", r"tasks.digits is a regression task and cannot run \['probe', 'linear_sgd'"),
+        ("tasks.digits.kind=regression", r"tasks.digits is a regression task and cannot run \['probe'\]; set"),
     ],
 )
 def test_bad_keys_and_values_fail_naming_them(override, message):
@@ -173,6 +174,15 @@ def test_bad_keys_and_values_fail_naming_them(override, message):
 def test_noise_on_a_regression_task_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match=r"label noise is defined for classification.*tasks.digits.noise=false"):
         load_suite(DIGITS, ["tasks.digits.kind=regression", "tasks.digits.protocols=[knn,linear]"])
+
+
+def test_robust_losses_on_a_regression_fine_tune_are_refused_with_the_fix():
+    base = ["tasks.digits.kind=regression", "tasks.digits.protocols=[knn,finetune]", "tasks.digits.noise=false"]
+    with pytest.raises(ConfigError, match=r"regression task: finetune trains it with MSE, so set finetune.losses=\[none\]"):
+        load_suite(DIGITS, [*base, "finetune.losses=[none,elr]"])
+    with pytest.raises(ConfigError, match=r"finetune.label_smoothing=0"):
+        load_suite(DIGITS, [*base, "finetune.losses=[none]", "finetune.label_smoothing=0.1"])
+    assert load_suite(DIGITS, [*base, "finetune.losses=[none]"]).tasks.digits.kind == "regression"
 
 
 def test_a_task_must_have_its_three_components(tmp_path):
@@ -366,6 +376,31 @@ def test_regression_task_reports_rmse_and_r2(tmp_path, user_module):
     assert metrics[("knn_k20_t0.07", "r2")] > 0.8 and metrics[("linear", "r2")] > 0.5
     assert metrics[("knn_k20_t0.07", "rmse")] < 1.5
     assert {r["noise_kind"] for r in rows} == {"none"}
+
+
+def test_regression_task_fine_tunes_and_reports_rmse_and_r2_of_the_same_predictions(tmp_path, user_module):
+    eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
+    cfg = {"name": "kinds", "tasks": {"t": {
+        "kind": "regression", "transform": eval8, "noise": False,
+        "train": {"_component_": f"{user_module}.DigitValue", "split": "train"},
+        "test": {"_component_": f"{user_module}.DigitValue", "split": "test"}}},
+        "eval": {"protocols": ["finetune"], "seeds": [0], "label_fractions": [1.0]},
+        "finetune": {"epochs": 2, "lr": 1.0e-2, "batch_size": 64, "warmup_epochs": 0}}
+    OmegaConf.save(OmegaConf.create(cfg), tmp_path / "suite.yaml")
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet18", small_input=True, in_chans=1, channels=[4, 8, 8, 8], zero_init_last=False)
+    rows = run_suite(load_suite(tmp_path / "suite.yaml"), backbone, "tiny", tmp_path / "out")
+    metrics = {(r["protocol"], r["robust"], r["metric"]): r["value"] for r in rows}
+    assert set(metrics) == {("finetune", "none", "rmse"), ("finetune", "none", "r2")}
+    targets = torch.tensor([float(y) for y in Digits("test").targets], dtype=torch.float64)
+    # R² = 1 - MSE / Var(test targets): both numbers come from one set of test predictions
+    assert metrics[("finetune", "none", "r2")] == pytest.approx(
+        1 - metrics[("finetune", "none", "rmse")] ** 2 / targets.var(unbiased=False).item(), abs=1e-6)
+    run_dir = tmp_path / "out" / "runs" / "t" / "f1-none0-s0" / "finetune-none"
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    # the run is resumed only for the same training targets: their float64 bytes' hash is its identity
+    train = torch.tensor([float(y) for y in Digits("train").targets], dtype=torch.float64)
+    assert saved.kind == "regression" and saved.noisy_labels_sha256 == hashlib.sha256(train.numpy().tobytes()).hexdigest()
 
 
 def test_multilabel_task_reports_map(tmp_path, user_module):
