@@ -12,7 +12,9 @@ to the other stream, MLP). Three design choices make it work:
 - reconstruction from different depths: pixels are decoded from the image stream of an
   *intermediate* fusion layer (`mim_layer`: the last layers become abstract, not pixel-like),
   tokens from the last layer;
-- different decoders: a Transformer for pixels, an MLP (BERT's prediction head) for tokens.
+- different decoders: a Transformer for pixels (MAE's, `models/mae_decoder.py`, shared with
+  SatMAE++; the fused class token rides along in a zero position slot), an MLP (BERT's prediction
+  head) for tokens.
 
 As in the official code, each objective has its own pass per step: masked text with the whole
 image (MLM), the masked image with the whole text (MIM), and, when `itm_weight > 0`, whole pairs of
@@ -25,13 +27,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_platform.losses.reconstruction import masked_patch_mse, patchify
 from ssl_platform.masking.random import num_visible, random_keep_mask
 from ssl_platform.methods.base import Method
 from ssl_platform.models.backbones import create_backbone, pooled_features
+from ssl_platform.models.mae_decoder import mae_decode, mae_decoder_blocks
 from ssl_platform.models.pos_embed import sincos_2d
 from ssl_platform.models.text import (
     TextEncoder,
@@ -215,8 +218,7 @@ class M3AE(Method):
         nn.init.normal_(self.mask_token, std=0.02)
         pos = torch.cat([torch.zeros(1, decoder_dim), sincos_2d(self.grid, decoder_dim)])
         self.register_buffer("decoder_pos", pos[None], persistent=False)  # [1, 1 + N, Dd]
-        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True)
-                                            for _ in range(decoder_depth))
+        self.decoder_blocks = nn.ModuleList(mae_decoder_blocks(decoder_dim, decoder_depth, decoder_heads))
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch_size**2 * in_chans)
 
@@ -331,16 +333,11 @@ class M3AE(Method):
         """`image_stream: [B, 1 + K, F]` of the visible patches `keep: [B, K]` -> `[B, N, p*p*C]` for every patch.
 
         Mask tokens are scattered to the dropped positions, positions added, and the class token is
-        dropped from the output.
+        dropped from the output (`models/mae_decoder.py`).
         """
-        x = self.decoder_embed(image_stream)
-        b, _, d = x.shape
-        full = self.mask_token.expand(b, self.num_patches, d).clone()
-        full = full.scatter(1, keep[..., None].expand(-1, -1, d), x[:, 1:])
-        x = torch.cat([x[:, :1], full], dim=1) + self.decoder_pos
-        for block in self.decoder_blocks:
-            x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        x = mae_decode(image_stream, keep, self.num_patches, embed=self.decoder_embed, mask_token=self.mask_token,
+                       code=self.decoder_pos, blocks=self.decoder_blocks, norm=self.decoder_norm, num_prefix=1)
+        return self.decoder_pred(x)[:, 1:]  # [B, N, p*p*C]
 
     def joint(self, image_stream: Tensor, text_stream: Tensor) -> Tensor:
         """`[B, Ni, F]`, `[B, L, F]` -> `[B, 2F]`: both streams' first tokens (pooled when ITM is trained)."""

@@ -14,6 +14,9 @@ and predicts every patch's pixels, group by group. The loss is
 where `up_k` are convolutional upsampling blocks applied to the whole predicted image (visible
 patches included) and the L1 covers every pixel of each finer scale. RGB mode: one group, one
 upsampling level (0.6 MSE + 0.4 L1 at 2x). Evaluation reads the encoder, average-pooled.
+
+The decoder is MAE's (`models/mae_decoder.py`, shared with M3AE) over all groups' tokens at once,
+with a fixed position ++ group code like the encoder's, and one linear head per band group.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import timm.layers
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from ssl_platform.losses.reconstruction import masked_patch_mse, patchify, unpatchify
@@ -29,6 +31,7 @@ from ssl_platform.masking.random import num_visible, random_keep_mask
 from ssl_platform.methods.base import Method, build_backbone
 from ssl_platform.models import grouped_vit  # noqa: F401  (registers grouped_vit* with timm)
 from ssl_platform.models.grouped_vit import GroupedChannelViT
+from ssl_platform.models.mae_decoder import mae_decode, mae_decoder_blocks
 from ssl_platform.models.pos_embed import sincos_1d, sincos_2d
 
 
@@ -123,7 +126,7 @@ class SatMAEPP(Method):
         code = sincos_1d(len(groups), group_dim)
         self.register_buffer("decoder_code", torch.cat([pos.expand(len(groups), -1, -1),
                                                         code[:, None].expand(-1, len(pos), -1)], dim=-1), persistent=False)
-        self.decoder = nn.Sequential(*(Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True) for _ in range(decoder_depth)))
+        self.decoder = nn.Sequential(*mae_decoder_blocks(decoder_dim, decoder_depth, decoder_heads))
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         p2 = encoder.patch_size ** 2
         self.heads = nn.ModuleList(nn.Linear(decoder_dim, len(g) * p2) for g in groups)  # per group |g| p² pixels
@@ -173,13 +176,9 @@ class SatMAEPP(Method):
         # the kept positions of each group, ascending: stable sort puts the True (1) entries first
         ids = keep.to(torch.uint8).sort(dim=-1, descending=True, stable=True).indices[..., :self.num_keep]  # [B, G, K]
         visible = torch.gather(tokens, 2, ids[..., None].expand(-1, -1, -1, d))  # [B, G, K, D]
-        latent = self.backbone.encode(visible.flatten(1, 2))  # [B, G K, D]
-        latent = self.decoder_embed(latent).view(b, g, self.num_keep, -1)
-        # under bf16 autocast the projected latents are bf16 while the mask token parameter stays fp32
-        mask = self.mask_token.to(latent.dtype).expand(b, g, n, -1)
-        full = mask.scatter(2, ids[..., None].expand(-1, -1, -1, latent.shape[-1]), latent)  # [B, G, L, Dd]
-        full = full + self.decoder_code.to(full.dtype)  # [B, G, L, Dd]
-        full = self.decoder_norm(self.decoder(full.flatten(1, 2))).view(b, g, n, -1)
+        latent = self.backbone.encode(visible.flatten(1, 2)).view(b, g, self.num_keep, d)  # [B, G, K, D]
+        full = mae_decode(latent, ids, n, embed=self.decoder_embed, mask_token=self.mask_token,
+                          code=self.decoder_code, blocks=self.decoder, norm=self.decoder_norm)  # [B, G, L, Dd]
         return [head(full[:, i]) for i, head in enumerate(self.heads)]
 
     def to_image(self, preds: list[torch.Tensor]) -> torch.Tensor:

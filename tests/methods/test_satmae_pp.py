@@ -154,6 +154,15 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32():
     assert m.mask_token.grad is not None and m.mask_token.grad.dtype == torch.float32
 
 
+def test_decoder_checkpoint_keys_are_the_trained_runs():
+    # runs trained before the decoder moved to models/mae_decoder.py store these names and shapes
+    state = tiny().state_dict()
+    decoder = {k.split(".")[0] for k in state if not k.startswith(("backbone.", "upsample"))}
+    assert decoder == {"decoder_embed", "mask_token", "decoder", "decoder_norm", "heads"}
+    assert state["mask_token"].shape == (1, 1, 1, 32) and "decoder.0.attn.qkv.weight" in state
+    assert "decoder_code" not in state  # rebuilt from the kwargs
+
+
 def test_rgb_mode_has_one_group_and_one_scale():
     torch.manual_seed(0)
     m = SatMAEPP("grouped_vit", in_chans=3, image_size=64, num_scales=1,
