@@ -32,7 +32,7 @@ def rank() -> int:
 
 
 def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main() -> bool:
@@ -49,7 +49,7 @@ def init_from_env(timeout_s: int = 1800) -> torch.device:
     device = torch.device("cuda", local_rank()) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not is_initialized():
         dist.init_process_group(
             backend="nccl" if cuda else "gloo",
             timeout=timedelta(seconds=timeout_s),

@@ -299,7 +299,7 @@ def _verify(directory: Path, source: Source) -> str | None:
             arrays[stem] = read_idx(path)
         except IdxError as err:
             return str(err)
-    train_images, train_labels, test_images, test_labels = arrays.values()
+    _, train_labels, _, _ = arrays.values()
     n_train = sum(source.train_counts)
     expected = [
         (n_train, *source.image_shape),

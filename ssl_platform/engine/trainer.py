@@ -165,12 +165,12 @@ def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_s
     num_replicas, rank, seed, out_dir)`, returning a batch sampler of `(index, seed)` lists with that
     interface (G-SimCLR's guided batches); otherwise batches follow `ResumableSampler`'s shuffled order.
     """
-    common = dict(
-        num_workers=num_workers, collate_fn=collate_fn or collate, pin_memory=device.type == "cuda",
+    common = {
+        "num_workers": num_workers, "collate_fn": collate_fn or collate, "pin_memory": device.type == "cuda",
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
         # the DataLoader from consuming the training RNG when it starts an epoch
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+        "generator": torch.Generator().manual_seed(cfg.seed),
+    }
     make = getattr(method, "make_batch_sampler", None)
     if callable(make):
         sampler = make(dataset, batch_size=batch_size, num_replicas=distributed.world_size(),

@@ -146,7 +146,8 @@ def sparsify(model: nn.Module) -> SparseMask:
     be made sparse; RuntimeError if the model was converted already.
     """
     if isinstance(getattr(model, "sparse_mask", None), SparseMask):
-        raise RuntimeError("this model is sparse already; sparsify it once and keep the SparseMask it returned")
+        # the model's state, not its type, is wrong: a second conversion would wrap the sparse layers again
+        raise RuntimeError("this model is sparse already; sparsify it once and keep the SparseMask it returned")  # noqa: TRY004
     for name, module in model.named_modules():
         if isinstance(module, UNSUPPORTED) and not _is_head(name, model):
             raise ValueError(

@@ -38,7 +38,7 @@ def global_batches_from_ranks(samplers: list[GuidedBatchSampler]) -> list[list[i
     """Reassemble each global batch from what the separate ranks yield."""
     per_rank = [[[i for i, _ in batch] for batch in s] for s in samplers]
     assert len({len(p) for p in per_rank}) == 1, "ranks got different batch counts"
-    return [sum((p[b] for p in per_rank), []) for b in range(len(per_rank[0]))]
+    return [[i for p in per_rank for i in p[b]] for b in range(len(per_rank[0]))]
 
 
 @pytest.mark.parametrize("seed", range(60))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -41,7 +42,7 @@ def test_final_value_reached_at_total_steps_and_held():
 
 def test_monotone_decay_after_warmup():
     values = [warmup_cosine(s, 50, 5, 1.0, 0.01) for s in range(5, 51)]
-    assert all(a > b for a, b in zip(values, values[1:]))
+    assert all(a > b for a, b in itertools.pairwise(values))
 
 
 def test_no_warmup_starts_at_base():

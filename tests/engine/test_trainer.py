@@ -195,8 +195,8 @@ def test_unknown_precision_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_torch_compile_option_trains(tmp_path):
-    _, eager = run(tmp_path / "eager", max_steps=2)
-    _, compiled = run(tmp_path / "compiled", max_steps=2, compile=True)
+    _, _eager = run(tmp_path / "eager", max_steps=2)
+    _, _compiled = run(tmp_path / "compiled", max_steps=2, compile=True)
     a, b = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)

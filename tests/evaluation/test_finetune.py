@@ -37,8 +37,8 @@ def blobs(n=96, size=8, seed=0):
 
 
 def run(tmp_path, backbone, train, test, **kwargs):
-    settings = dict(train_transform=EvalTransform(8, 1), test_transform=EvalTransform(8, 1), num_classes=4,
-                    out_dir=tmp_path / "ft", epochs=4, batch_size=32, lr=0.08, warmup_epochs=0)
+    settings = {"train_transform": EvalTransform(8, 1), "test_transform": EvalTransform(8, 1), "num_classes": 4,
+                    "out_dir": tmp_path / "ft", "epochs": 4, "batch_size": 32, "lr": 0.08, "warmup_epochs": 0}
     return finetune(backbone, train, test, **{**settings, **kwargs})
 
 
@@ -191,7 +191,7 @@ def test_elr_beats_cross_entropy_fine_tuning_at_60_percent_symmetric_noise(tmp_p
     labels = torch.as_tensor(pool.targets)
     pre, tune = torch.arange(2000), torch.arange(2000, 3000)
     eval14 = EvalTransform(14, 1)
-    common = dict(train_transform=eval14, test_transform=eval14, num_classes=10, batch_size=128)
+    common = {"train_transform": eval14, "test_transform": eval14, "num_classes": 10, "batch_size": 128}
     torch.manual_seed(0)
     backbone = create_backbone("resnet18", small_input=True, in_chans=1, stem_stride=2, channels=[8, 16, 32, 64],
                                zero_init_last=False)

@@ -228,7 +228,7 @@ def test_weights_hash_follows_the_tensors_not_the_file_bytes(encoder_file, tmp_p
     copy = tmp_path / "copy.safetensors"
     save_file(tensors, str(copy), metadata={"other": "metadata"})
     assert weights_sha256(copy) == weights_sha256(encoder_file)
-    name = sorted(tensors)[0]
+    name = min(tensors)
     tensors[name] = tensors[name] + 1
     save_file(tensors, str(copy))
     assert weights_sha256(copy) != weights_sha256(encoder_file)

@@ -54,7 +54,7 @@ class Digits(ArrayImages):
         limit: keep a class-balanced subset of this many samples of the split.
     """
 
-    CLASSES = [str(digit) for digit in range(10)]
+    CLASSES = tuple(str(digit) for digit in range(10))
 
     def __init__(
         self, split: str = "train", test_fraction: float = 0.25, seed: int = 0, limit: int | None = None

@@ -142,7 +142,7 @@ class MNIST(ArrayImages):
         seed: seed of that subset.
     """
 
-    CLASSES = [str(digit) for digit in range(10)]
+    CLASSES = tuple(str(digit) for digit in range(10))
 
     def __init__(
         self, split: str = "train", root: str | Path | None = None, limit: int | None = None, seed: int = 0
@@ -167,7 +167,7 @@ class FashionMNIST(ArrayImages):
         seed: seed of that subset.
     """
 
-    CLASSES = [
+    CLASSES = (
         "T-shirt/top",
         "Trouser",
         "Pullover",
@@ -178,7 +178,7 @@ class FashionMNIST(ArrayImages):
         "Sneaker",
         "Bag",
         "Ankle boot",
-    ]
+    )
 
     def __init__(
         self, split: str = "train", root: str | Path | None = None, limit: int | None = None, seed: int = 0
