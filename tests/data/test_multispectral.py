@@ -194,6 +194,11 @@ def test_pixel_grid_reads_the_geotransform_and_refuses_a_file_without_one(tmp_pa
     write_scene(tmp_path / "plain.tif", np.ones((3, 4, 4), np.uint8))
     with pytest.raises(ms.GeoTiffError, match="plain.tif has no ModelTiepoint / ModelPixelScale tags"):
         ms.pixel_grid(tmp_path / "plain.tif")
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all" * 10)  # the same messages as read_geotiff
+    with pytest.raises(ms.GeoTiffError, match="junk.tif is not a readable GeoTIFF.*prepare the data set again"):
+        ms.pixel_grid(tmp_path / "junk.tif")
+    with pytest.raises(ms.GeoTiffError, match="absent.tif does not exist.*data prepare"):
+        ms.pixel_grid(tmp_path / "absent.tif")
 
 
 def test_sample_on_grid_matches_a_per_pixel_nearest_cell_and_refuses_a_dem_that_does_not_cover():

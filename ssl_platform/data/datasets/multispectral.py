@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,20 +103,19 @@ def _tifffile():
     return tifffile
 
 
-def read_geotiff(path: str | Path) -> np.ndarray:
-    """One GeoTIFF -> `[C, H, W]` array in its stored dtype (single-band files give C = 1).
-
-    Raises GeoTiffError naming the file and what to do when it is missing, truncated or corrupt, or
-    compressed with a codec that needs `imagecodecs`.
-    """
-    path, tifffile = Path(path), _tifffile()
+@contextmanager
+def _open_geotiff(path: Path) -> Iterator[Any]:
+    """`tifffile.TiffFile(path)`, open for the block. A missing, truncated or corrupt file, or one whose
+    codec needs `imagecodecs`, raises GeoTiffError naming the file and what to do, whether it fails
+    on opening or while the block reads pixels."""
+    tifffile = _tifffile()
     if not path.is_file():
         raise GeoTiffError(f"{path} does not exist; prepare the data set again (python -m ssl_platform data prepare NAME)")
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            array = tif.asarray()
-            planar_separate = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+            yield tif
+    except GeoTiffError:  # the block's own, already saying what is wrong (it is a ValueError too)
+        raise
     except ValueError as err:
         if "imagecodecs" in str(err):
             raise GeoTiffError(f"{path}: {err}; install it with `pip install imagecodecs`") from err
@@ -124,6 +125,19 @@ def read_geotiff(path: str | Path) -> np.ndarray:
     except (tifffile.TiffFileError, OSError, EOFError, IndexError, KeyError, RuntimeError, zlib.error) as err:
         raise GeoTiffError(f"{path} is not a readable GeoTIFF ({type(err).__name__}: {err}); it may be truncated "
                            "or corrupt: delete it and prepare the data set again") from err
+
+
+def read_geotiff(path: str | Path) -> np.ndarray:
+    """One GeoTIFF -> `[C, H, W]` array in its stored dtype (single-band files give C = 1).
+
+    Raises GeoTiffError naming the file and what to do when it is missing, truncated or corrupt, or
+    compressed with a codec that needs `imagecodecs`.
+    """
+    path, tifffile = Path(path), _tifffile()
+    with _open_geotiff(path) as tif:
+        page = tif.pages[0]
+        array = tif.asarray()
+        planar_separate = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
     if array.ndim == 2:
         return array[None]
     if array.ndim != 3:
@@ -135,9 +149,8 @@ def pixel_grid(path: str | Path) -> tuple[float, float, float, float]:
     """`(x0, y0, dx, dy)` of a north-up GeoTIFF: map coordinates of the top-left corner of pixel (0, 0)
     and the pixel size, from its ModelTiepoint and ModelPixelScale tags (pixel (r, c) has its centre at
     `(x0 + (c + 0.5) dx, y0 - (r + 0.5) dy)`). Raises GeoTiffError when the tags are absent."""
-    path, tifffile = Path(path), _tifffile()
-    read_geotiff(path)  # the missing / corrupt file messages
-    with tifffile.TiffFile(path) as tif:
+    path = Path(path)
+    with _open_geotiff(path) as tif:  # the tags only: no pixel is decoded
         tags = tif.pages[0].tags
         tie, scale = tags.get("ModelTiepointTag"), tags.get("ModelPixelScaleTag")
         if tie is None or scale is None or len(tie.value) < 6:
