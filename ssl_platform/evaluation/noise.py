@@ -1,4 +1,5 @@
-"""Synthetic label noise for the training labels of an evaluation: symmetric, asymmetric, pair-flip, instance.
+"""Synthetic label noise for the training labels of an evaluation: symmetric, asymmetric, pair-flip, instance,
+and for multi-label targets mixed (flips) and subtractive (missing labels).
 
 Every function is pure: labels in, new labels out, the input never modified, and all randomness drawn from
 a `torch.Generator` seeded with `seed` (never the global RNG), so (labels, kind, rate, seed) names the noisy
@@ -29,6 +30,15 @@ classes, N the number of samples and n_c the number of samples of class c.
   depend on the scale of `inputs` while the logits keep a std of √d: the same near-argmax regime once d is
   in the hundreds. Draw order: N uniforms for q (inverse CDF), N for ỹ (inverse CDF of p), W_0..W_(C-1).
 
+Multi-label targets ([N, K] 0/1, K labels; `MULTILABEL_KINDS`):
+- multilabel_mixed (RCML, Aksoy et al. [5]): exactly round(rate·N) samples, chosen without replacement,
+  each have max(1, round(rate·K)) of their K entries, chosen without replacement, flipped: wrong labels
+  added and true ones removed at once (RCML truncates rate·K instead of rounding it).
+- multilabel_subtractive (Burgert et al. [6]'s subtractive noise, i.e. missing annotations): exactly
+  round(rate·P) of the P present labels of the whole set, chosen without replacement, are removed; no
+  label is added. A sample may end up with no label.
+For both, `realised` is the fraction of samples whose label set changed, as for single labels.
+
 - [0]: Han et al., Co-teaching: Robust Training of Deep Neural Networks with Extremely Noisy Labels, 2018,
   https://arxiv.org/abs/1804.06872
 - [1]: Liu et al., Early-Learning Regularization Prevents Memorization of Noisy Labels, 2020,
@@ -39,6 +49,10 @@ classes, N the number of samples and n_c the number of samples of class c.
   https://arxiv.org/abs/1609.03683
 - [4]: Xia et al., Part-dependent Label Noise: Towards Instance-dependent Label Noise, 2020,
   https://arxiv.org/abs/2006.07836
+- [5]: Aksoy et al., Multi-Label Noise Robust Collaborative Learning for Remote Sensing Image
+  Classification, IEEE TNNLS 2022 (code: github.com/hoanganhloan172/RCML)
+- [6]: Burgert et al., On the Effects of Different Types of Label Noise in Multi-Label Remote Sensing
+  Image Classification, IEEE TGRS 2022
 """
 
 from __future__ import annotations
@@ -52,7 +66,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-KINDS = ("none", "symmetric", "asymmetric", "pairflip", "instance")
+KINDS = ("none", "symmetric", "asymmetric", "pairflip", "instance", "multilabel_mixed", "multilabel_subtractive")
+# the kinds for [N, K] 0/1 multi-label targets ("none" takes either)
+MULTILABEL_KINDS = ("multilabel_mixed", "multilabel_subtractive")
 SYMMETRIC_CONVENTIONS = ("exclusive", "inclusive")
 # truck -> automobile, bird -> airplane, deer -> horse, cat <-> dog [3]
 CIFAR10_ASYMMETRIC: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -65,7 +81,7 @@ class NoisyLabels:
     """Noisy training labels and what produced them.
 
     Attributes:
-        labels: [N] int64, the corrupted labels.
+        labels: [N] int64, the corrupted labels ([N, K] in the input's dtype for multi-label targets).
         kind: one of `KINDS`.
         rate: the nominal rate (0.0 for kind "none").
         realised: the fraction of samples whose label changed.
@@ -191,8 +207,54 @@ def instance_dependent(labels: Tensor, rate: float, inputs: Tensor, num_classes:
     return noisy.to(labels.device)
 
 
+def multilabel_mixed(labels: Tensor, rate: float, seed: int) -> Tensor:
+    """Flip max(1, round(rate·K)) random entries of each of exactly round(rate·N) random samples ([5]).
+
+    Args:
+        labels: [N, K] 0/1 multi-label targets (any real or integer dtype, or bool).
+        rate: nominal rate in [0, 1]: the share of samples made noisy, and of their K entries flipped.
+        seed: seed of the generator.
+
+    Returns:
+        [N, K] noisy targets, in labels' dtype and on its device.
+    """
+    y = _check_multilabel(labels)
+    rate = _check_rate(rate)
+    gen = _generator(seed)
+    n, k = y.shape
+    noisy = y.clone()
+    n_noisy = round(rate * n)
+    flips = max(1, round(rate * k)) if n_noisy else 0
+    for row in torch.randperm(n, generator=gen)[:n_noisy].tolist():  # samples in draw order
+        entries = torch.randperm(k, generator=gen)[:flips]
+        noisy[row, entries] = ~noisy[row, entries]
+    return noisy.to(labels.dtype).to(labels.device)
+
+
+def multilabel_subtractive(labels: Tensor, rate: float, seed: int) -> Tensor:
+    """Remove exactly round(rate·P) of the P present labels, chosen without replacement ([6]'s subtractive noise).
+
+    Args:
+        labels: [N, K] 0/1 multi-label targets.
+        rate: nominal rate in [0, 1]: the share of present labels removed.
+        seed: seed of the generator.
+
+    Returns:
+        [N, K] noisy targets, in labels' dtype and on its device.
+    """
+    y = _check_multilabel(labels)
+    rate = _check_rate(rate)
+    gen = _generator(seed)
+    present = torch.nonzero(y.flatten()).squeeze(1)  # [P] flat positions of the present labels
+    removed = present[torch.randperm(len(present), generator=gen)[:round(rate * len(present))]]
+    noisy = y.flatten().clone()
+    noisy[removed] = False
+    return noisy.view_as(y).to(labels.dtype).to(labels.device)
+
+
 def realised_rate(clean: Tensor, noisy: Tensor) -> float:
-    """Fraction of samples whose label changed; clean, noisy: [N] (0.0 when N = 0)."""
+    """Fraction of samples whose label changed; clean, noisy: [N] or [N, K] (a sample changes when any of its
+    K entries does; 0.0 when N = 0)."""
     if clean.shape != noisy.shape:
         raise ValueError(
             f"label noise: clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} labels differ in shape; "
@@ -200,11 +262,16 @@ def realised_rate(clean: Tensor, noisy: Tensor) -> float:
         )
     if clean.numel() == 0:
         return 0.0
-    return (clean.cpu() != noisy.cpu()).double().mean().item()
+    changed = clean.cpu() != noisy.cpu()
+    return (changed.any(1) if changed.ndim == 2 else changed).double().mean().item()
 
 
 def labels_sha256(labels: Tensor) -> str:
-    """sha256 hex digest of labels ([N] integers) as little-endian int64 bytes, whatever the dtype/device."""
+    """sha256 hex digest of labels as little-endian int64 bytes, whatever the dtype/device: [N] integers, or
+    [N, K] 0/1 multi-label targets (then the shape is hashed first, so no two shapes share a digest)."""
+    if labels.ndim == 2:
+        data = _check_multilabel(labels).to(torch.int64).numpy()
+        return hashlib.sha256(f"{data.shape[0]}x{data.shape[1]}:".encode() + data.astype("<i8").tobytes()).hexdigest()
     if not _is_label_tensor(labels):
         raise ValueError(f"label noise: labels_sha256 needs 1-D integer labels [N], got {_describe(labels)}")
     data = labels.detach().to("cpu", torch.int64).numpy()
@@ -225,11 +292,11 @@ def corrupt(
     """Corrupt training labels with one of `KINDS` and record what was done.
 
     Arguments a kind does not use are ignored (`convention` for "symmetric", `mapping` for "asymmetric",
-    `inputs` for "instance"), so one sweep can pass them all. Kind "none" returns a copy of the labels
-    and records rate 0.0 whatever `rate` says.
+    `inputs` for "instance", `num_classes` for the multi-label kinds), so one sweep can pass them all. Kind
+    "none" returns a copy of the labels and records rate 0.0 whatever `rate` says.
 
     Args:
-        labels: [N] integer labels in [0, num_classes).
+        labels: [N] integer labels in [0, num_classes), or [N, K] 0/1 targets for `MULTILABEL_KINDS` (and "none").
         kind: one of `KINDS`.
         rate: nominal rate in [0, 1].
         num_classes: C.
@@ -245,8 +312,17 @@ def corrupt(
         raise ValueError(f"label noise: unknown kind {kind!r}; use one of {KINDS}")
     rate = _check_rate(rate)
     _generator(seed)  # validates the seed for kind "none" too
+    if labels.ndim == 2 and kind not in ("none", *MULTILABEL_KINDS):
+        raise ValueError(f"label noise: kind {kind!r} is for single labels [N]; [N, K] multi-label targets take "
+                         f"one of {MULTILABEL_KINDS}")
     if kind == "none":
-        noisy, rate = _check_labels(labels, num_classes).to(labels.device), 0.0
+        # single labels come back int64, multi-label targets in their own dtype (as the noisy kinds give them)
+        clean = _check_multilabel(labels).to(labels.dtype) if labels.ndim == 2 else _check_labels(labels, num_classes)
+        noisy, rate = clean.to(labels.device), 0.0
+    elif kind == "multilabel_mixed":
+        noisy = multilabel_mixed(labels, rate, seed)
+    elif kind == "multilabel_subtractive":
+        noisy = multilabel_subtractive(labels, rate, seed)
     elif kind == "symmetric":
         noisy = symmetric(labels, rate, num_classes, seed, convention=convention)
     elif kind == "asymmetric":
@@ -341,6 +417,16 @@ def _check_labels(labels: Tensor, num_classes: int | None) -> Tensor:
             "pass the right num_classes or remap the labels to 0..C-1"
         )
     return y
+
+
+def _check_multilabel(labels: Tensor) -> Tensor:
+    """[N, K] 0/1 targets -> a bool copy on the CPU; anything else raises saying what was expected."""
+    if not isinstance(labels, Tensor) or labels.ndim != 2 or labels.is_complex():
+        raise ValueError(f"label noise: multi-label kinds need [N, K] 0/1 targets, got {_describe(labels)}")
+    y = labels.detach().cpu()
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError("label noise: multi-label targets must be 0 or 1 (label absent / present); got other values")
+    return y.bool()
 
 
 def _check_inputs(inputs: Tensor, n: int) -> Tensor:

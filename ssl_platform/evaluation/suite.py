@@ -14,7 +14,7 @@ A suite is flat YAML; every key is checked by `load_suite` (unknown keys fail na
         train_transform: null                 # augmentation of fine-tune / linear_sgd (default: transform)
         extractor: null                       # dotted path (default features.extract_features)
         protocols: null                       # this task's subset of eval.protocols
-        noise: true                           # false: clean labels only for this task
+        noise: true                           # false: clean labels only (classification and multi-label)
     eval: {protocols: [knn, linear, probe, linear_sgd, finetune], label_fractions: [0.1, 1.0], seeds: [0, 1]}
     noise: {kinds: [symmetric, asymmetric], rates: [0.2, 0.4], convention: exclusive, mapping: null}
     robust: {methods: [none, gce, sce, elr, nmtune], gce: {q: 0.7}, elr: {beta: 0.7, lam: 3.0}}
@@ -133,7 +133,8 @@ class NoiseConfig:
     `convention` is symmetric noise's (exclusive: a flipped label is one of the other classes, so the
     realised rate equals the nominal one; inclusive: redrawn over all classes). `mapping` is the
     asymmetric class map (default: the standard CIFAR-10 one). `pixel_side`: instance-dependent
-    noise reads images average-pooled to this side.
+    noise reads images average-pooled to this side. Multi-label tasks take `noise.MULTILABEL_KINDS`
+    (multilabel_mixed, multilabel_subtractive), classification tasks the others.
     """
 
     kinds: list = dataclasses.field(default_factory=list)
@@ -361,11 +362,22 @@ def _check_values(suite: Suite, tasks: DictConfig) -> None:
                     f"{key}.label_smoothing=0 (robust losses and smoothing are for class labels), got "
                     f"{list(section.losses)}, {section.label_smoothing}"
                 )
-        if kind != "classification" and suite.noise.kinds and task.get("noise", True):
-            raise ConfigError(
-                f"label noise is defined for classification; tasks.{name} is a {kind} task: set "
-                f"tasks.{name}.noise=false"
-            )
+        if suite.noise.kinds and task.get("noise", True):
+            _check_noise_kinds(name, kind, suite.noise.kinds)
+
+
+def _check_noise_kinds(name: str, kind: str, kinds: Sequence[str]) -> None:
+    """Label noise for the task's kind: single-label kinds for classification, `MULTILABEL_KINDS` for
+    multi-label tasks, none for regression and retrieval."""
+    multilabel = noise_lib.MULTILABEL_KINDS
+    if kind in ("regression", "retrieval"):
+        raise ConfigError(f"label noise is defined for classification and multi-label tasks; tasks.{name} is a {kind} "
+                          f"task: set tasks.{name}.noise=false")
+    wrong = [k for k in kinds if (k in multilabel) != (kind == "multilabel")]
+    if wrong:
+        valid = multilabel if kind == "multilabel" else [k for k in noise_lib.KINDS if k not in ("none", *multilabel)]
+        raise ConfigError(f"noise.kinds {wrong} do not apply to tasks.{name}, a {kind} task: use {list(valid)}, or set "
+                          f"tasks.{name}.noise=false (a suite whose tasks need different noise kinds is two suites)")
 
 
 def _check_heads(suite: Suite) -> None:
@@ -614,7 +626,8 @@ def run_task(
         return _retrieval_rows(name, task, suite, backbone_name, backbone_sha256, method_spec, device)
     data = load_task(name, task, suite, backbone, device)
     protocols = task.protocols or suite.eval.protocols
-    settings = noise_settings(suite.noise) if task.kind == "classification" and task.noise else [("none", 0.0)]
+    noisy_kinds = ("classification", "multilabel")
+    settings = noise_settings(suite.noise) if task.kind in noisy_kinds and task.noise else [("none", 0.0)]
     rows = []
     for fraction in suite.eval.label_fractions:
         for seed in suite.eval.seeds:
@@ -628,17 +641,17 @@ def run_task(
                 noisy = noise_lib.corrupt(
                     clean, kind, rate, data.num_classes, seed, convention=suite.noise.convention,
                     mapping=suite.noise.mapping, inputs=None if data.pixels is None else data.pixels[keep],
-                ) if task.kind == "classification" else None
+                ) if task.kind in noisy_kinds else None
                 y = clean if noisy is None else noisy.labels
                 if task.kind == "classification":
                     measured = _cached_classification(data, x, y, protocols, suite, seed, device)
-                    labels_sha256 = noisy.sha256
                 else:
                     measured = _cached_other(data, x, y, protocols, suite, seed, device)
-                    labels_sha256 = hashlib.sha256(y.to(torch.float64).numpy().tobytes()).hexdigest()
                 if task.kind in ("classification", "regression"):
                     run_dir = out_dir / "runs" / name / f"f{fraction:g}-{kind}{rate:g}-s{seed}"
                     # a run directory is resumed only for the same backbone, task and training labels
+                    labels_sha256 = noisy.sha256 if noisy is not None else \
+                        hashlib.sha256(y.to(torch.float64).numpy().tobytes()).hexdigest()
                     identity = {"backbone": backbone_name, "backbone_sha256": backbone_sha256,
                                 "noisy_labels_sha256": labels_sha256, "task": name}
                     measured += _trained(data, keep, y, protocols, suite, seed, run_dir, backbone, identity, device)

@@ -18,11 +18,14 @@ from scipy import stats
 from ssl_platform.evaluation.noise import (
     CIFAR10_ASYMMETRIC,
     KINDS,
+    MULTILABEL_KINDS,
     SYMMETRIC_CONVENTIONS,
     asymmetric,
     corrupt,
     instance_dependent,
     labels_sha256,
+    multilabel_mixed,
+    multilabel_subtractive,
     pair_flip,
     realised_rate,
     symmetric,
@@ -263,7 +266,7 @@ class TestInstanceDependent:
         assert sum((o - expected) ** 2 / expected for o in offsets) < stats.chi2.ppf(1 - 1e-6, C - 2)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in MULTILABEL_KINDS])
 class TestEveryKind:
     def test_same_seed_same_labels_different_seed_different_labels(self, labels, kind):
         first, again = call(kind, labels, 0.3, 0), call(kind, labels, 0.3, 0)
@@ -297,6 +300,66 @@ class TestEveryKind:
         assert out.sha256 == hashlib.sha256(struct.pack(f"<{N}q", *out.labels.tolist())).hexdigest()
         # the dtype of the clean labels does not change the noise
         assert torch.equal(out.labels, call(kind, labels, 0.4, 3).labels)
+
+
+# ---- multi-label targets
+
+
+@pytest.fixture(scope="module")
+def multilabels():
+    """[2000, 12] 0/1 float targets, each label present with probability 0.2."""
+    return (torch.rand(2000, 12, generator=torch.Generator().manual_seed(9)) < 0.2).float()
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.4, 1.0])
+def test_multilabel_mixed_flips_exact_counts_in_exact_samples(multilabels, rate):
+    noisy = multilabel_mixed(multilabels, rate, seed=0)
+    assert noisy.dtype == multilabels.dtype and noisy.shape == multilabels.shape
+    # entries changed per sample, counted in plain Python
+    flipped = [sum(a != b for a, b in zip(clean, dirty, strict=True))
+               for clean, dirty in zip(multilabels.tolist(), noisy.tolist(), strict=True)]
+    # exactly round(rate N) samples change, each in exactly max(1, round(rate K)) of its 12 entries
+    assert set(flipped) == ({12} if rate == 1.0 else {0, max(1, round(rate * 12))})
+    assert sum(f > 0 for f in flipped) == round(rate * 2000)
+    assert set(noisy.unique().tolist()) <= {0.0, 1.0}
+    assert realised_rate(multilabels, noisy) == pytest.approx(round(rate * 2000) / 2000)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_multilabel_subtractive_removes_exact_counts_and_adds_nothing(multilabels, rate):
+    noisy = multilabel_subtractive(multilabels, rate, seed=3)
+    present = int(multilabels.sum())
+    assert int(((multilabels == 1) & (noisy == 0)).sum()) == round(rate * present)
+    assert not ((multilabels == 0) & (noisy == 1)).any()  # missing labels only
+    # a sample changed when it lost at least one label: the realised rate counts samples
+    lost = ((multilabels - noisy).sum(1) > 0).double().mean().item()
+    assert realised_rate(multilabels, noisy) == pytest.approx(lost)
+
+
+@pytest.mark.parametrize("kind", ["none", *MULTILABEL_KINDS])
+def test_multilabel_corrupt_is_seeded_pure_and_recorded(multilabels, kind):
+    torch.manual_seed(0)
+    state, before = torch.get_rng_state(), multilabels.clone()
+    out = corrupt(multilabels, kind, 0.3, 0, seed=4)
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(multilabels, before)  # pure
+    again, other = corrupt(multilabels, kind, 0.3, 0, seed=4), corrupt(multilabels, kind, 0.3, 0, seed=5)
+    assert torch.equal(out.labels, again.labels) and out.sha256 == again.sha256
+    assert torch.equal(out.labels, other.labels) == (kind == "none")
+    assert out.kind == kind and out.rate == (0.0 if kind == "none" else 0.3)
+    assert out.realised == realised_rate(multilabels, out.labels) and out.labels.data_ptr() != multilabels.data_ptr()
+    # the digest is of the shape and the little-endian int64 entries
+    flat = [int(v) for v in out.labels.flatten().tolist()]
+    assert out.sha256 == hashlib.sha256(b"2000x12:" + struct.pack(f"<{len(flat)}q", *flat)).hexdigest()
+    assert labels_sha256(multilabels.reshape(1000, 24)) != labels_sha256(multilabels)
+
+
+def test_multilabel_kinds_and_single_label_kinds_refuse_each_others_labels(multilabels):
+    with pytest.raises(ValueError, match=r"multi-label kinds need \[N, K\] 0/1 targets"):
+        corrupt(Y, "multilabel_mixed", 0.2, C, 0)
+    with pytest.raises(ValueError, match=r"kind 'symmetric' is for single labels \[N\]; \[N, K\] multi-label"):
+        corrupt(multilabels, "symmetric", 0.2, C, 0)
+    with pytest.raises(ValueError, match="multi-label targets must be 0 or 1"):
+        multilabel_subtractive(multilabels * 2, 0.2, 0)
 
 
 def test_labels_sha256_is_of_little_endian_int64_bytes():

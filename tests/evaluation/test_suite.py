@@ -416,6 +416,32 @@ def test_multilabel_task_reports_map(tmp_path, user_module):
     assert metrics[("linear", "map")] > 85.0 and metrics[("knn_k20_t0.07", "map")] > 85.0
 
 
+def test_multilabel_task_runs_under_multilabel_noise_and_refuses_single_label_kinds(tmp_path, user_module):
+    eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
+    task = {"kind": "multilabel", "transform": eval8,
+            "train": {"_component_": f"{user_module}.DigitAttributes", "split": "train"},
+            "test": {"_component_": f"{user_module}.DigitAttributes", "split": "test"}}
+    cfg = {"name": "kinds", "tasks": {"t": task}, "eval": {"protocols": ["linear"], "seeds": [0], "label_fractions": [1.0]},
+           "linear": {"lambdas": [1.0e-2]},
+           "noise": {"kinds": ["multilabel_mixed", "multilabel_subtractive"], "rates": [0.4]}}
+    OmegaConf.save(OmegaConf.create(cfg), tmp_path / "suite.yaml")
+    rows = run_suite(load_suite(tmp_path / "suite.yaml"), PixelBackbone(), "pixels", tmp_path / "out")
+    got = {(r["noise_kind"], r["noise_rate"]): r for r in rows if r["metric"] == "map"}
+    assert set(got) == {("none", 0.0), ("multilabel_mixed", 0.4), ("multilabel_subtractive", 0.4)}
+    # the same noisy targets as noise.corrupt gives for the seed: 40% of the samples changed
+    assert got[("multilabel_mixed", 0.4)]["noise_rate_realised"] == pytest.approx(round(0.4 * 1347) / 1347)
+    assert 0.0 < got[("multilabel_subtractive", 0.4)]["noise_rate_realised"] < 1.0
+    # flipping 1 of 3 attributes in 40% of the samples costs mAP
+    assert got[("multilabel_mixed", 0.4)]["value"] < got[("none", 0.0)]["value"]
+    for kinds, kind, message in ((["symmetric"], "multilabel", r"noise.kinds \['symmetric'\] do not apply to tasks.t, a "
+                                  r"multilabel task: use \['multilabel_mixed', 'multilabel_subtractive'\]"),
+                                 (["multilabel_mixed"], "classification", r"do not apply to tasks.t, a classification task")):
+        OmegaConf.save(OmegaConf.create({**cfg, "tasks": {"t": {**task, "kind": kind}},
+                                         "noise": {"kinds": kinds, "rates": [0.4]}}), tmp_path / "bad.yaml")
+        with pytest.raises(ConfigError, match=message):
+            load_suite(tmp_path / "bad.yaml")
+
+
 def test_node_level_graph_task_through_an_extractor(tmp_path, user_module):
     node = {"_component_": f"{user_module}.NodeSplit"}
     cfg = suite_with_task(tmp_path, {
