@@ -433,8 +433,8 @@ def test_multilabel_task_runs_under_multilabel_noise_and_refuses_single_label_ki
     assert 0.0 < got[("multilabel_subtractive", 0.4)]["noise_rate_realised"] < 1.0
     # flipping 1 of 3 attributes in 40% of the samples costs mAP
     assert got[("multilabel_mixed", 0.4)]["value"] < got[("none", 0.0)]["value"]
-    for kinds, kind, message in ((["symmetric"], "multilabel", r"noise.kinds \['symmetric'\] do not apply to tasks.t, a "
-                                  r"multilabel task: use \['multilabel_mixed', 'multilabel_subtractive'\]"),
+    for kinds, kind, message in ((["symmetric"], "multilabel", (r"noise.kinds \['symmetric'\] do not apply to tasks.t, a "
+                                  r"multilabel task: use \['multilabel_mixed', 'multilabel_subtractive'\]")),
                                  (["multilabel_mixed"], "classification", r"do not apply to tasks.t, a classification task")):
         OmegaConf.save(OmegaConf.create({**cfg, "tasks": {"t": {**task, "kind": kind}},
                                          "noise": {"kinds": kinds, "rates": [0.4]}}), tmp_path / "bad.yaml")
