@@ -291,6 +291,10 @@ def finetune(
     trainable = _trainable_copy(backbone, drop_path)
     if kind == "regression":
         targets = _targets(train_set)
+        if not torch.isfinite(targets).all():  # else the standardisation itself is NaN and every loss with it
+            bad = int((~torch.isfinite(targets.reshape(len(targets), -1))).any(1).sum())
+            raise ValueError(f"regression fine-tuning: {bad} of {len(targets)} training targets are NaN or inf; drop "
+                             "or fill those samples in the dataset")
         flat = targets.reshape(len(targets), -1)
         method = Regressor(trainable, flat.mean(0), flat.std(0) if len(flat) > 1 else torch.ones(flat.shape[1]),
                            scalar=targets.ndim == 1, freeze_backbone=freeze_backbone, layer_decay=layer_decay)

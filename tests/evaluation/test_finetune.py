@@ -118,6 +118,12 @@ def test_regression_fine_tune_refuses_class_losses_and_unknown_kinds(tmp_path):
         run(tmp_path, tiny_backbone(), train, test, kind="regression", loss="gce")
     with pytest.raises(ValueError, match="finetune kind 'ranking' is not one of classification, regression"):
         run(tmp_path, tiny_backbone(), train, test, kind="ranking")
+    targets = torch.tensor(train.labels, dtype=torch.float64)
+    targets[[1, 5]] = float("nan")
+    broken = LabelledView(train.dataset, torch.arange(8), targets)
+    with pytest.raises(ValueError, match="2 of 8 training targets are NaN or inf; drop or fill"):
+        run(tmp_path, tiny_backbone(), broken, test, kind="regression")
+    assert not (tmp_path / "ft").exists()  # refused before the engine wrote anything
 
 
 def test_layer_decay_gives_each_depth_its_lr_and_the_head_the_full_lr():
