@@ -102,6 +102,10 @@ class _LinearHead(Method):
         """`image: [B, C, H, W]` -> `[B, num_outputs]`, the head's raw outputs."""
         return self.head(self.norm(pooled_features(self.backbone, image)))
 
+    def outputs(self, image: Tensor) -> Tensor:
+        """`image: [B, C, H, W]` -> `[B, num_outputs]`, what the test set is scored on (here the logits)."""
+        return self.logits(image)
+
 
 class Classifier(_LinearHead):
     """A backbone with a linear head, trained on (possibly noisy) labels.
@@ -170,9 +174,13 @@ class Regressor(_LinearHead):
         self.register_buffer("target_mean", target_mean)
         self.register_buffer("target_std", torch.where(target_std > 0, target_std, torch.ones_like(target_std)))
 
+    def outputs(self, image: Tensor) -> Tensor:
+        """`image: [B, C, H, W]` -> `[B, T]` predictions in the targets' units."""
+        return self.logits(image).float() * self.target_std + self.target_mean
+
     def predict(self, image: Tensor) -> Tensor:
         """`image: [B, C, H, W]` -> predictions in the targets' units, `[B]` (scalar) or `[B, T]`."""
-        pred = self.logits(image).float() * self.target_std + self.target_mean
+        pred = self.outputs(image)
         return pred[:, 0] if self.scalar else pred
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
@@ -342,7 +350,7 @@ def _targets(dataset: Dataset) -> Tensor:
 
 
 class _Outputs(nn.Module):
-    """A head's outputs as a module, so `extract_features` (sharding, eval mode, mode restore) scores it:
+    """`method.outputs` as a module, so `extract_features` (sharding, eval mode, mode restore) scores it:
     a classifier's logits, a regressor's predictions in the targets' units (`[B, T]`)."""
 
     def __init__(self, method: _LinearHead):
@@ -350,10 +358,7 @@ class _Outputs(nn.Module):
         self.method = method
 
     def forward(self, image: Tensor) -> Tensor:
-        if isinstance(self.method, Regressor):
-            pred = self.method.predict(image)
-            return pred[:, None] if self.method.scalar else pred
-        return self.method.logits(image)
+        return self.method.outputs(image)
 
 
 def _outputs(method: _LinearHead, dataset: Dataset, transform: Callable[[Any], dict], batch_size: int,
