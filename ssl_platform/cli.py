@@ -10,6 +10,10 @@
               [--root DIR]
     sslp zoo list|show NAME|verify [NAME ...]|pull NAME|export NAME DIR|docs [--out docs/zoo.md]  [--zoo DIR_OR_URL]
     sslp zoo publish RUN_DIR --name arch.tag [--license SPDX] [--url URL] [--eval DIR ...] [--force]
+
+Recipes and suites may name classes of ssl_platform, torch, torchvision, timm, lightly and
+torch_geometric; `--allow-components PKG` (repeatable, or SSLP_ALLOW_COMPONENTS=PKG,...) lets them
+name your own code too (docs/security.md).
 """
 
 from __future__ import annotations
@@ -222,15 +226,23 @@ def _zoo_parser(sub) -> None:
     z.set_defaults(fn=_zoo)
 
 
+def _allow_option() -> argparse.ArgumentParser:
+    allow = argparse.ArgumentParser(add_help=False)
+    allow.add_argument("--allow-components", action="append", default=[], metavar="PKG",
+                       help="let the recipe or suite name callables of this package of yours (repeatable; "
+                       "the same as SSLP_ALLOW_COMPONENTS=PKG,...); only for recipes you trust")
+    return allow
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pretrain", help="pretrain a backbone from a recipe")
+    p = sub.add_parser("pretrain", parents=[_allow_option()], help="pretrain a backbone from a recipe")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe, validate it, and exit")
     p.set_defaults(fn=_pretrain)
-    e = sub.add_parser("eval", help="run an evaluation suite on a backbone")
+    e = sub.add_parser("eval", parents=[_allow_option()], help="run an evaluation suite on a backbone")
     e.add_argument("suite")
     e.add_argument("overrides", nargs="*",
                    help="backbone=..., out_dir=..., device=..., overwrite=true, and suite key=value")
@@ -251,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     Set SSLP_TRACEBACK=1 to see the traceback as well.
     """
     args = build_parser().parse_args(argv)
+    from ssl_platform import config
     from ssl_platform.checkpoint.io import CheckpointError
     from ssl_platform.data.prepare import DataSourceError
     from ssl_platform.engine.trainer import NonFiniteLossError
 
     try:
+        config.allow_components(getattr(args, "allow_components", []))
         return args.fn(args)
     except (ConfigError, CheckpointError, DataSourceError, NonFiniteLossError, FileNotFoundError,
             FileExistsError, ValueError) as err:

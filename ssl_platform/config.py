@@ -8,24 +8,63 @@ component's kwargs may not hold another component.
 `validate` is the one place that reads a recipe's shape. It binds every component's kwargs to the
 callable's signature and checks plain sections (`train`, `data`, ...) against dataclasses, so a typo
 in a recipe or on the command line fails before any work starts, naming the key and listing the
-valid ones.
+valid ones. Values are checked too: against the callable's type annotations, and against a
+section field's type and range (`option(default, ge=..., gt=..., le=...)`).
+
+Trust: a recipe, an eval suite or a run directory's config.yaml may come from someone else, and
+`_component_` names a callable this process will call. `locate` therefore resolves only classes
+from the trusted libraries (`TRUSTED_ROOTS`), never from their parts that load pickles, compile or
+run code, open sockets or write files (`DENIED`), never private names, and no plain functions except
+the feature extractors of `FUNCTION_MODULES`. Code of the user's own (a package of datasets or
+methods) is allowed by the user, never by the file: `--allow-components PKG` on the command line or
+`SSLP_ALLOW_COMPONENTS=PKG[,PKG...]` in the environment (see docs/security.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+import math
+import os
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import Any, Literal, Union
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 COMPONENT = "_component_"
+MISSING_VALUE = "???"
+
+# libraries whose classes a recipe may name; everything else needs the user's explicit permission
+TRUSTED_ROOTS = ("ssl_platform", "torch", "torchvision", "timm", "lightly", "torch_geometric")
+ENV_ALLOW = "SSLP_ALLOW_COMPONENTS"
+# parts of the trusted libraries a recipe may never name: they unpickle files (torch.package,
+# torch.serialization, PyG's and torchvision's dataset caches are reached only through our wrappers,
+# which check them), compile or run code (jit, cpp_extension, export, onnx), open sockets or spawn
+# processes (distributed, multiprocessing, lightly's web client), or write files (tensorboard), or
+# are this program's own plumbing (cli, checkpoints, data preparation, the process group)
+DENIED = (
+    "torch.hub", "torch.package", "torch.serialization", "torch.jit", "torch.utils.cpp_extension",
+    "torch.export", "torch.onnx", "torch.compiler", "torch.distributed", "torch.multiprocessing",
+    "torch.testing", "torch.utils.tensorboard", "torch.utils.data.datapipes", "torch.backends", "torch.cuda",
+    "torch.fx", "torch.library", "torch.ops", "torch.classes",
+    "torchvision.datasets", "torchvision.io",
+    "torch_geometric.datasets", "torch_geometric.data", "torch_geometric.io", "torch_geometric.loader",
+    "lightly.api", "lightly.cli", "lightly.openapi_generated", "lightly.data",
+    "timm.models._hub", "timm.models._helpers",
+    "ssl_platform.cli", "ssl_platform.config", "ssl_platform.checkpoint", "ssl_platform.data.prepare",
+    "ssl_platform.distributed", "ssl_platform.pretrain", "ssl_platform.engine",
+)
+# the only modules whose plain functions a recipe may name (a suite's `extractor:`)
+FUNCTION_MODULES = ("ssl_platform.evaluation.features",)
+_allowed_by_user: set[str] = set()
 
 
 class ConfigError(ValueError):
@@ -49,10 +88,16 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot apply overrides {list(overrides)}: {err}") from err
+        key, value = item.split("=", 1)
+        if value.strip() == MISSING_VALUE:
+            # OmegaConf would merge it as "no value" and silently keep the recipe's value
+            raise ConfigError(f"override {key}={MISSING_VALUE} gives no value; write {key}=<a value>")
+        try:  # one at a time, so the message names the override that is wrong
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as err:
+            message = str(getattr(err, "msg", None) or err).splitlines()[0]
+            raise ConfigError(f"cannot apply override {item!r} (key {key}): {message}") from None
+    return cfg
 
 
 def to_plain(node: Any) -> Any:
@@ -62,8 +107,81 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+def allow_components(prefixes: Sequence[str]) -> None:
+    """Let recipes name callables of these packages or modules (the user's own code) in this process.
+
+    The command line's `--allow-components PKG` calls this; `SSLP_ALLOW_COMPONENTS` does the same
+    from the environment. A recipe or run directory can never widen the list itself.
+    """
+    for prefix in prefixes:
+        prefix = prefix.strip()
+        if not prefix or not all(part.isidentifier() for part in prefix.split(".")):
+            raise ConfigError(f"--allow-components {prefix!r} is not a dotted package name (e.g. mylab.datasets)")
+        _allowed_by_user.add(prefix)
+
+
+def _user_allowed() -> set[str]:
+    env = {p.strip() for p in os.environ.get(ENV_ALLOW, "").split(",") if p.strip()}
+    return _allowed_by_user | env
+
+
+def _under(path: str, prefixes: Sequence[str] | set[str]) -> str | None:
+    """The first of `prefixes` that `path` is (or lies under, module-wise), else None."""
+    return next((p for p in prefixes if path == p or path.startswith(p + ".")), None)
+
+
+def _check_trusted(path: str, user: set[str]) -> None:
+    """Refuse, before anything is imported, a dotted path that no trust rule lets a recipe name."""
+    parts = path.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise ConfigError(f"{COMPONENT} {path!r} is not a dotted path such as torch.optim.AdamW")
+    if _under(path, user):
+        return
+    private = [part for part in parts if part.startswith("_")]
+    if private:
+        raise ConfigError(f"{COMPONENT} {path!r} names the private attribute {private[0]!r}; recipes may only "
+                          "name public classes")
+    if parts[0] not in TRUSTED_ROOTS:
+        raise ConfigError(
+            f"{COMPONENT} {path!r} is not in a trusted library ({', '.join(TRUSTED_ROOTS)}). If it is your own "
+            f"code and you trust this recipe, allow it with --allow-components {parts[0]} (or "
+            f"{ENV_ALLOW}={parts[0]}); see docs/security.md"
+        )
+    denied = _under(path, DENIED)
+    if denied:
+        raise ConfigError(f"{COMPONENT} {path!r} is refused: {denied} can load pickles, run code, open sockets "
+                          "or write files, so no recipe may name it (docs/security.md)")
+
+
+def _check_resolved(path: str, obj: Any, user: set[str]) -> None:
+    """Refuse what a trusted path resolved to when it is a re-export of untrusted code or a function."""
+    if _under(path, user):
+        return
+    module = getattr(obj, "__module__", None) or ""
+    target = f"{module or 'an object'}.{getattr(obj, '__qualname__', '?')}"
+    if module.split(".")[0] not in TRUSTED_ROOTS:
+        raise ConfigError(f"{COMPONENT} {path!r} resolves to {target}, outside the trusted libraries; it is refused")
+    denied = _under(module, DENIED)
+    if denied:
+        raise ConfigError(f"{COMPONENT} {path!r} is refused: it is {target}, and {denied} can load pickles, run "
+                          "code, open sockets or write files (docs/security.md)")
+    if not inspect.isclass(obj) and not (inspect.isfunction(obj) and _under(module, FUNCTION_MODULES)):
+        raise ConfigError(
+            f"{COMPONENT} {path!r} is a {type(obj).__name__}, not a class; recipes may name classes (datasets, "
+            "transforms, methods, optimizers) and the feature extractors of "
+            f"{', '.join(FUNCTION_MODULES)}. Allow your own functions with --allow-components PKG"
+        )
+
+
 def locate(path: str) -> Callable:
-    """Import `package.module.Name` (attributes may nest: `module.Class.method`)."""
+    """Import `package.module.Name` (attributes may nest: `module.Class.method`) if the trust rules allow it.
+
+    Raises:
+        ConfigError: the path is not allowed (see the module docstring), or does not exist.
+    """
+    path = str(path)
+    user = _user_allowed()
+    _check_trusted(path, user)
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         try:
@@ -78,19 +196,38 @@ def locate(path: str) -> Callable:
                 obj = getattr(obj, attr)
         except AttributeError:
             break
+        _check_resolved(path, obj, user)
         return obj
     raise ConfigError(f"cannot import {COMPONENT} {path!r}: no such module or attribute")
+
+
+@contextlib.contextmanager
+def naming_keys(where: str) -> Iterator[None]:
+    """Turn OmegaConf's errors (a broken `${...}`, a value of the wrong kind) into a ConfigError naming the key."""
+    try:
+        yield
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        message = str(getattr(err, "msg", None) or err).splitlines()[0]  # OmegaConf appends full_key/object_type
+        raise ConfigError(f"{where}: key {key}: {message}; fix or remove it") from None
+
+
+def resolve_all(cfg: DictConfig, where: str = "recipe") -> None:
+    """Resolve every interpolation once, so a broken `${...}` fails now, naming its key, not mid-run."""
+    with naming_keys(where):
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 def is_component(node: Any) -> bool:
     return isinstance(node, (Mapping, DictConfig)) and COMPONENT in node
 
 
-def instantiate(node: Any, **runtime_kwargs: Any) -> Any:
+def instantiate(node: Any, *, where: str = "", **runtime_kwargs: Any) -> Any:
     """Build the object a `_component_` node describes; `None` stays `None`.
 
     Runtime kwargs win over recipe kwargs of the same name only if the recipe does not set them;
-    setting both is an error, because one of the two would be silently ignored.
+    setting both is an error, because one of the two would be silently ignored. `where` is the
+    node's place in the recipe (`"optimizer."`), for the message when the callable refuses a value.
     """
     if node is None:
         return None
@@ -101,7 +238,15 @@ def instantiate(node: Any, **runtime_kwargs: Any) -> Any:
     clash = sorted(set(kwargs) & set(runtime_kwargs))
     if clash:
         raise ConfigError(f"{node[COMPONENT]}: {clash} are supplied by the program; remove them from the recipe")
-    return locate(node[COMPONENT])(**kwargs, **runtime_kwargs)
+    fn = locate(node[COMPONENT])
+    try:
+        return fn(**kwargs, **runtime_kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        # the constructor's own check of a value (a range, a combination): name the component, keep the cause
+        given = ", ".join(f"{where}{k}={v!r}" for k, v in sorted(kwargs.items()))
+        raise ConfigError(f"{node[COMPONENT]}({given}) refused its arguments: {err}") from err
 
 
 def _valid_params(fn: Callable) -> tuple[list[str], bool]:
@@ -118,6 +263,93 @@ def _valid_params(fn: Callable) -> tuple[list[str], bool]:
     return names, takes_any
 
 
+def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None) -> Any:
+    """A section field with a range: `epochs: int = option(100, ge=1)` (None always passes)."""
+    return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def _type_hints(fn: Callable) -> dict[str, Any]:
+    """Parameter annotations of a callable (a class: its __init__), resolved; {} when they cannot be."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - names only imported under TYPE_CHECKING etc.: leave unchecked
+        return {}
+
+
+def conforms(value: Any, tp: Any) -> bool:
+    """Whether a recipe value (None, bool, int, float, str, list, dict) can be a `tp`.
+
+    Unknown or unresolvable annotations pass: the check refuses only what certainly cannot work.
+    """
+    if tp is Any or tp is inspect.Parameter.empty or isinstance(tp, (str, typing.TypeVar, typing.ForwardRef)):
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return conforms(value, args[0])
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:  # NaN or inf is no setting of anything: it only poisons the run later
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    if isinstance(tp, type) and issubclass(tp, (PurePath, os.PathLike)):
+        return isinstance(value, str)
+    container = origin or tp
+    if container in (list, tuple, set, frozenset, Sequence, typing.Sequence) or container is list:
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        if container is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(conforms(v, a) for v, a in zip(value, args))
+        return not args or all(conforms(v, args[0]) for v in value)
+    if container in (dict, Mapping, typing.Mapping) or container is dict:
+        return isinstance(value, (Mapping, DictConfig))
+    if isinstance(container, type):
+        if container in (int, float, bool, str, list, dict, tuple):
+            return False  # handled above for the plain forms
+        return isinstance(value, container)  # e.g. torch.Tensor or Callable: a recipe value never is one
+    return True
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_value(where: str, value: Any, tp: Any) -> None:
+    """ConfigError naming `where` unless `value` conforms to the annotation `tp`."""
+    if not conforms(value, tp):
+        raise ConfigError(f"{where}={value!r} is not a valid value: expected {_describe(tp)}")
+
+
+def check_range(where: str, value: Any, field: dataclasses.Field) -> None:
+    """ConfigError naming `where` when a numeric value is outside the field's `option` range (or NaN)."""
+    meta = field.metadata
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{where}=nan is not a number; give a finite value")
+    for name, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                           ("le", lambda v, b: v <= b, "<=")):
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{where}={value!r} is out of range: it must be {word} {bound}")
+
+
 def _unknown(where: str, key: str, valid: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -128,8 +360,12 @@ def validate_component(node: Any, where: str, runtime: Sequence[str] = ()) -> No
     """Check one `_component_` node: importable, kwargs bindable, no nested components, no `???`."""
     if not is_component(node):
         raise ConfigError(f"{where.rstrip('.')} must be a mapping with {COMPONENT}: dotted.path")
-    fn = locate(str(node[COMPONENT]))
+    try:
+        fn = locate(str(node[COMPONENT]))
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
     valid, takes_any = _valid_params(fn)
+    hints = _type_hints(fn)
     for key in node:
         if key == COMPONENT:
             continue
@@ -147,6 +383,8 @@ def validate_component(node: Any, where: str, runtime: Sequence[str] = ()) -> No
             raise ConfigError(
                 f"{where}{key} holds a component; recipes are flat: give plain values and compose in Python"
             )
+        if key in hints:
+            check_value(f"{where}{key}", to_plain(value), hints[key])
 
 
 def validate_section(node: Any, schema: type, where: str) -> None:
@@ -154,11 +392,22 @@ def validate_section(node: Any, schema: type, where: str) -> None:
     if not isinstance(node, (Mapping, DictConfig)):
         raise ConfigError(f"{where.rstrip('.')} must be a mapping, got {node!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
     for key in node:
         if key not in fields:
             raise _unknown(where, key, list(fields))
         if isinstance(node, DictConfig) and OmegaConf.is_missing(node, key):
             raise ConfigError(f"{where}{key} has no value; set it on the command line: {where}{key}=...")
+        if isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, key):
+            continue  # may point at a value filled in after validation (e.g. a default out_dir)
+        if is_component(node[key]):
+            continue  # checked as a component by `validate`
+        try:
+            value = to_plain(node[key])
+        except OmegaConfBaseException:
+            continue  # an interpolation inside, resolved (and reported) by `resolve_all`
+        check_value(f"{where}{key}", value, hints[key])
+        check_range(f"{where}{key}", value, fields[key])
     for name, f in fields.items():
         no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if no_default and name not in node:

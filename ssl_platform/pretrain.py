@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_platform import config, distributed
@@ -23,8 +24,8 @@ class DataConfig:
     dataset: Any
     transform: Any = None
     collate: Any = None
-    batch_size: int = 256
-    num_workers: int = 4
+    batch_size: int = config.option(256, ge=1)
+    num_workers: int = config.option(4, ge=0)
 
 
 @dataclasses.dataclass
@@ -35,12 +36,12 @@ class MonitorConfig:
     read through `transform` (an eval transform). Only rank 0 runs it.
     """
 
-    knn_every_epochs: int = 0
+    knn_every_epochs: int = config.option(0, ge=0)
     dataset: Any = None
     val_dataset: Any = None
     transform: Any = None
-    k: int = 20
-    temperature: float = 0.07
+    k: int = config.option(20, ge=1)
+    temperature: float = config.option(0.07, gt=0)
 
 
 SECTIONS = {
@@ -63,14 +64,28 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
     the interpolation `${before.train.out_dir}`.
     """
     cfg = config.load(path, overrides)
-    config.validate(cfg, SECTIONS, RUNTIME)
-    _complete(cfg, str(path), Path("runs"))
+    with config.naming_keys(f"recipe {path}"):
+        config.validate(cfg, SECTIONS, RUNTIME)
+        _complete(cfg, str(path), Path("runs"))
+    config.resolve_all(cfg, f"recipe {path}")
+    _check_optimizer(cfg)
     return cfg
+
+
+def _check_optimizer(cfg: DictConfig, prefix: str = "") -> None:
+    """Build the recipe's optimizer over one dummy parameter: its own range checks (a negative lr, betas
+    outside [0, 1)...) then fail in `--dry-run` too, naming the section, instead of after the model is built."""
+    if cfg.get("before") is not None:
+        _check_optimizer(cfg.before, f"{prefix}before.")
+    try:
+        config.instantiate(cfg.optimizer, where=f"{prefix}optimizer.", params=[torch.nn.Parameter(torch.zeros(1))])
+    except config.ConfigError as err:
+        raise config.ConfigError(f"{prefix}optimizer: {err}") from None
 
 
 def _complete(cfg: DictConfig, where: str, parent_dir: Path, prefix: str = "") -> None:
     for key in ("name", "method", "data", "optimizer"):
-        if key not in cfg:
+        if cfg.get(key) is None:
             raise config.ConfigError(f"recipe {where} has no {prefix}{key!r}; every pretraining recipe needs {key}")
     train = dataclasses.asdict(config.section(cfg.get("train"), TrainConfig))
     if train["out_dir"] is None:
@@ -128,13 +143,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     monitor = config.section(cfg.monitor, MonitorConfig)
     device = distributed.init_from_env()
     seed_everything(train.seed)  # before the method is built: its random init is part of the recipe
-    method = config.instantiate(cfg.method)
-    dataset = TransformedDataset(config.instantiate(data.dataset), config.instantiate(data.transform))
-    collate_fn = config.instantiate(data.collate)
+    method = config.instantiate(cfg.method, where="method.")
+    dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."),
+                                 config.instantiate(data.transform, where="data.transform."))
+    collate_fn = config.instantiate(data.collate, where="data.collate.")
     return fit(
         method,
         dataset,
-        lambda groups: config.instantiate(cfg.optimizer, params=groups),
+        lambda groups: config.instantiate(cfg.optimizer, where="optimizer.", params=groups),
         train,
         out_dir=train.out_dir,
         batch_size=data.batch_size,

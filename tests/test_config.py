@@ -102,6 +102,7 @@ def test_locate_surfaces_missing_dependency_inside_module(tmp_path, monkeypatch)
     (pkg / "__init__.py").write_text("")
     (pkg / "mod.py").write_text("import not_an_installed_module\nX = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SSLP_ALLOW_COMPONENTS", "brokenpkg")  # a package of the user's, allowed by the user
     with pytest.raises(ModuleNotFoundError, match="not_an_installed_module"):
         config.locate("brokenpkg.mod.X")
 

@@ -11,11 +11,13 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
@@ -67,6 +69,11 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+# The only non-tensor globals a train state holds: numpy's RNG state is a tuple with a uint32 key
+# array. Under weights_only these rebuild plain arrays and dtypes and can call nothing else.
+_NUMPY_RNG_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Atomically `torch.save` a train-state dict (tagged with the format version)."""
     buf = io.BytesIO()
@@ -80,10 +87,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        # weights_only=False: the state holds RNG states and the recipe; we only load our own files
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint may come from someone else's run directory, and a full unpickler
+        # would run any code it names; tensors, containers, numbers, strings and numpy's RNG arrays
+        # are all a train state holds
+        with torch.serialization.safe_globals(_NUMPY_RNG_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err) and "global" not in str(err).lower():
+            raise CheckpointError(f"checkpoint {path} is unreadable ({err}); delete it to start over, or point "
+                                  "train.resume at another checkpoint.") from err
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects other than tensors, numbers, strings and containers "
+            f"({named.group(1) if named else 'an unsupported global'}); loading it could run code, so it is "
+            "refused. A checkpoint "
+            "written by ssl_platform never holds them: the file was made elsewhere or tampered with."
+        ) from None
     # a cut inside the tensor data surfaces as OSError from torch's zip reader
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({err}); it is not a file this program wrote completely. "
             "Delete it to start over, or point train.resume at another checkpoint."
@@ -104,6 +125,7 @@ def load_run_method(run_dir: str | Path, random_init: bool = False, seed: int = 
 
     from ssl_platform import config  # here: config imports the models, which import this module
 
+    # config.instantiate resolves the run's `_component_`s under the same trust rules as a recipe
     run_dir = Path(run_dir)
     recipe = run_dir / "config.yaml"
     if not recipe.is_file():

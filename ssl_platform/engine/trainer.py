@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ssl_platform import distributed
+from ssl_platform.config import option
 from ssl_platform.checkpoint.io import export_backbone, load_checkpoint, load_state_strict, save_checkpoint
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
@@ -38,26 +39,29 @@ RESUME_MAY_CHANGE = ("train.max_steps", "train.resume")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """The `train:` section of a recipe. Steps are optimizer steps (after accumulation)."""
+    """The `train:` section of a recipe. Steps are optimizer steps (after accumulation).
 
-    epochs: int = 100
-    max_steps: int | None = None  # stop early after this many steps; the schedule still spans `epochs`
-    warmup_epochs: float = 10.0
-    min_lr: float = 0.0  # final lr as a fraction of the peak
-    lr_scaling: str = "linear"  # recipe lr is per 256 samples of global batch: linear | sqrt | none
-    weight_decay_end: float | None = None  # cosine weight-decay schedule to this value; None keeps it constant
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    accum_steps: int = 1
-    clip_grad: float | None = None  # max global grad norm
-    seed: int = 0
+    Types and `option` ranges are checked by `config.validate` before any work starts.
+    """
+
+    epochs: int = option(100, ge=1)
+    max_steps: int | None = option(None, ge=1)  # stop early after this many steps; the schedule still spans `epochs`
+    warmup_epochs: float = option(10.0, ge=0)
+    min_lr: float = option(0.0, ge=0, le=1)  # final lr as a fraction of the peak
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"  # recipe lr is per 256 samples of global batch
+    weight_decay_end: float | None = option(None, ge=0)  # cosine weight-decay schedule to this value; None: constant
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    accum_steps: int = option(1, ge=1)
+    clip_grad: float | None = option(None, gt=0)  # max global grad norm
+    seed: int = option(0, ge=0)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     out_dir: str | None = None  # default runs/<name>
     resume: str = "auto"  # auto: continue from <out_dir>/checkpoints/last.pt if present | never | a path
-    save_every_steps: int = 500
-    log_every_steps: int = 10
+    save_every_steps: int = option(500, ge=1)
+    log_every_steps: int = option(10, ge=1)
 
 
 class NonFiniteLossError(FloatingPointError):

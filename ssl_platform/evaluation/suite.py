@@ -88,6 +88,7 @@ from ssl_platform.evaluation.features import extract_features, pixel_summary
 from ssl_platform.evaluation.finetune import OPTIMIZERS, LabelledView, finetune
 from ssl_platform.evaluation.report import append_rows, make_row, write_report
 from ssl_platform.evaluation.robust import LOSSES, ROBUST, train_head
+from ssl_platform.models.backbones import check_timm_kwargs
 
 PROTOCOLS = ("knn", "linear", "probe", "linear_sgd", "finetune", "mlp", "gbdt", "svm", "retrieval")
 KINDS = ("classification", "regression", "multilabel", "retrieval")
@@ -289,7 +290,10 @@ def _check_tasks(tasks: Any) -> None:
         if task.get("kind", "classification") not in KINDS:
             raise ConfigError(f"{where}kind: {task.kind!r} is not one of {', '.join(KINDS)}")
         if task.get("extractor") is not None:
-            config.locate(str(task.extractor))
+            try:
+                config.locate(str(task.extractor))
+            except ConfigError as err:
+                raise ConfigError(f"{where}extractor: {err}") from None
 
 
 def _check_random_backbone(node: Any) -> None:
@@ -302,6 +306,10 @@ def _check_random_backbone(node: Any) -> None:
         )
     if not timm.is_model(str(node.name)):
         raise ConfigError(f"random_backbone.name {node.name!r} is not a timm model (see timm.list_models())")
+    try:
+        check_timm_kwargs(config.to_plain(node), "random_backbone")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _one_of(values: Sequence[Any], valid: Sequence[str], where: str) -> None:
@@ -405,9 +413,11 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
         The suite with every section's defaults filled in, so the saved copy is complete.
     """
     cfg = config.load(path, overrides)
-    config.validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in OWN_KEYS]), SECTIONS)
-    _check_tasks(cfg.get("tasks"))
-    _check_random_backbone(cfg.get("random_backbone"))
+    with config.naming_keys(f"suite {path}"):
+        config.validate(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in OWN_KEYS]), SECTIONS)
+        _check_tasks(cfg.get("tasks"))
+        _check_random_backbone(cfg.get("random_backbone"))
+    config.resolve_all(cfg, f"suite {path}")
     try:
         suite = Suite.from_config(cfg)
         tasks = {name: config.section(task, TaskConfig) for name, task in cfg.tasks.items()}
