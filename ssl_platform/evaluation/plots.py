@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import re
 import statistics
@@ -16,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ssl_platform.checkpoint.io import write_atomic
 from ssl_platform.evaluation.report import _backbone_labels, _settings
 
 PLOTS_DIR = "plots"
@@ -105,16 +107,19 @@ def _draw_lines(
 
 
 def _save(fig: Any, png: Path, points: list[dict[str, Any]]) -> Path:
-    """Write the PNG and, beside it, the CSV of exactly its points."""
+    """Write the PNG and, beside it, the CSV of exactly its points (each atomically: a killed run leaves
+    the old plot or the new one, never half a file)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    png.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig).print_png(png)
+    image = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(image)
+    write_atomic(png, image.getvalue())
     order = sorted(points, key=lambda p: (*_line(p), p["noise_kind"], p["noise_rate"], p["label_fraction"]))
-    with png.with_suffix(".csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows([p[k] for k in CSV_COLUMNS] for p in order)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows([p[k] for k in CSV_COLUMNS] for p in order)
+    write_atomic(png.with_suffix(".csv"), table.getvalue().encode())
     return png
 
 

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_platform.checkpoint.io import write_atomic
+
 KEYS: tuple[str, ...] = (
     "task",
     "protocol",
@@ -331,11 +333,10 @@ def compare(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Write `summarise(rows)` to `out_dir/summary.md`; returns its path."""
+def write_summary(out_dir: str | Path, rows: Iterable[dict[str, Any]], appendix: str = "") -> Path:
+    """Write `summarise(rows)` (plus `appendix`) to `out_dir/summary.md` atomically; returns its path."""
     path = Path(out_dir) / SUMMARY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(summarise(rows))
+    write_atomic(path, (summarise(rows) + appendix).encode())
     return path
 
 
@@ -348,14 +349,12 @@ def write_report(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> dict[st
     from ssl_platform.evaluation.plots import write_plots  # plots imports this module: import it here
 
     rows = list(rows)
-    summary = write_summary(out_dir, rows)
     plots = write_plots(out_dir, rows)
     lines = ["", "## Plots", ""]
     if not plots:
         lines.append("None: a plot needs two noise rates, or two label fractions, of one task.")
     for png in plots:
-        link = png.relative_to(summary.parent).as_posix()
+        link = png.relative_to(Path(out_dir)).as_posix()
         lines += [f"![{png.stem}]({link}) ([numbers]({link[: -len('.png')]}.csv))", ""]
-    with summary.open("a") as f:
-        f.write("\n".join(lines).rstrip("\n") + "\n")
+    summary = write_summary(out_dir, rows, "\n".join(lines).rstrip("\n") + "\n")
     return {"summary": summary, "plots": plots}

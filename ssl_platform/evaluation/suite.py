@@ -75,6 +75,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ssl_platform import config, distributed
+from ssl_platform.checkpoint.io import write_atomic
 from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import balanced_subset
 from ssl_platform.evaluation import knn as knn_lib
@@ -744,7 +745,7 @@ def run_suite(
             for old in ("runs", "plots"):  # fine-tuning runs and plots of the replaced results
                 shutil.rmtree(out_dir / old, ignore_errors=True)
         out_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(suite_cfg, out_dir / "suite.yaml", resolve=True)
+        write_atomic(out_dir / "suite.yaml", OmegaConf.to_yaml(suite_cfg, resolve=True).encode())
     distributed.barrier()
     suite = Suite.from_config(suite_cfg)
     rows = []

@@ -204,7 +204,7 @@ class GSimCLR(SimCLR):
                 f"{path} was clustered with other settings ({differ}, saved vs now); use another train.out_dir "
                 "or delete the pseudo_labels directory to cluster again"
             )
-        return np.load(path)
+        return np.load(path, allow_pickle=False)  # a run directory may come from elsewhere: never unpickle
 
     def _cluster(self, epoch: int, path: Path, expected: dict) -> np.ndarray:
         from ssl_platform.evaluation.features import extract_features

@@ -349,6 +349,7 @@ class MeanAggregation(nn.Module):
 def user_module(tmp_path, monkeypatch):
     (tmp_path / "user_tasks.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SSLP_ALLOW_COMPONENTS", "user_tasks")  # the user's own code, allowed by the user
     return "user_tasks"
 
 
