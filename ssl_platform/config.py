@@ -29,6 +29,7 @@ import importlib
 import inspect
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,6 +66,8 @@ DENIED = (
 # the only modules whose plain functions a recipe may name (a suite's `extractor:`)
 FUNCTION_MODULES = ("ssl_platform.evaluation.features",)
 _allowed_by_user: set[str] = set()
+ENV_READ = re.compile(r"\$\{\s*oc\.env\s*:\s*([^,}\s]+)")
+ENV_READABLE = ("SSL_PLATFORM_", "SSLP_")
 
 
 class ConfigError(ValueError):
@@ -97,7 +100,30 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
         except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as err:
             message = str(getattr(err, "msg", None) or err).splitlines()[0]
             raise ConfigError(f"cannot apply override {item!r} (key {key}): {message}") from None
+    _check_env_reads(OmegaConf.to_container(cfg, resolve=False), str(path))
     return cfg
+
+
+def _check_env_reads(node: Any, where: str, key: str = "") -> None:
+    """Refuse `${oc.env:VAR}` of any variable but the platform's own (SSL_PLATFORM_*, SSLP_*).
+
+    A recipe is often someone else's, and what it resolves is written to config.yaml, metrics and
+    zoo cards that are shared: `name: ${oc.env:AWS_SECRET_ACCESS_KEY}` would publish the secret.
+    """
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_env_reads(v, where, f"{key}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_env_reads(v, where, f"{key}{i}.")
+    elif isinstance(node, str):
+        for var in ENV_READ.findall(node):
+            if not var.startswith(ENV_READABLE):
+                raise ConfigError(
+                    f"{where}: {key.rstrip('.')} reads the environment variable {var} (${{oc.env:...}}); recipes "
+                    f"may read only {', '.join(p + '*' for p in ENV_READABLE)}, because resolved values are written "
+                    "to the run directory. Give the value on the command line instead"
+                )
 
 
 def to_plain(node: Any) -> Any:

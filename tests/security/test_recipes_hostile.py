@@ -248,3 +248,24 @@ def test_method_backbone_kwargs_cannot_make_timm_load_a_file():
     with pytest.raises(ConfigError, match=r"checkpoint_path"):
         pretrain.run(pretrain.load_recipe(DEBUG, ["method.backbone_kwargs.checkpoint_path=/tmp/evil.pth",
                                                   "train.out_dir=/nonexistent/never_written"]))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: !!python/object/apply:os.system ['touch MARKER']\n", "cannot parse"),
+    ("name: x\nmethod: {_component_: ssl_platform.methods.simclr.SimCLR, backbone: '${oc.env:AWS_SECRET_ACCESS_KEY}'}\n",
+     r"method\.backbone reads the environment variable AWS_SECRET_ACCESS_KEY"),
+])
+def test_recipe_file_cannot_run_code_or_read_secrets(tmp_path, text, message, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    marker = tmp_path / "ran"
+    path = tmp_path / "r.yaml"
+    path.write_text(text.replace("MARKER", str(marker)))
+    with pytest.raises(ConfigError, match=message):
+        pretrain.load_recipe(path)
+    assert not marker.exists()
+
+
+def test_recipe_may_read_the_platforms_own_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_PLATFORM_RUNS", str(tmp_path / "runs"))
+    cfg = pretrain.load_recipe(DEBUG, ["train.out_dir=${oc.env:SSL_PLATFORM_RUNS}/debug"])
+    assert cfg.train.out_dir == f"{tmp_path}/runs/debug"
