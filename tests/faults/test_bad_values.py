@@ -73,7 +73,7 @@ def test_conforms_matches_python_semantics():
 
     assert config.conforms(3, float) and not config.conforms(True, float) and not config.conforms(float("nan"), float)
     assert config.conforms(3, int) and not config.conforms(3.0, int) and not config.conforms(False, int)
-    assert config.conforms(None, Optional[int]) and config.conforms(None, int | None) and not config.conforms("x", int | None)
+    assert config.conforms(None, Optional[int]) and config.conforms(None, int | None) and not config.conforms("x", int | None)  # noqa: UP045 - the typing form as well
     assert config.conforms("a", Literal["a", "b"]) and not config.conforms("c", Literal["a", "b"])
     assert not config.conforms(1, Literal[True]) and config.conforms(True, Literal[True])
     assert config.conforms([0.9, 0.99], tuple[float, float]) and not config.conforms([0.9], tuple[float, float])
