@@ -10,6 +10,10 @@ name this very file by its sha256 (`backbone_sha256`). A random-init twin of the
 
 Weights of more than a few MB belong on a release server: publish as usual, upload the
 `.safetensors` file, and publish again with `--url` naming where it lives (the entry keeps the hash).
+
+Every file lands atomically (temp file and rename), and the new entry passes the same `ZooEntry.check`
+as any index read back, so a publish cannot write an index the zoo would refuse. A zoo directory may be
+someone else's clone: a `cards/` link out of it is refused before anything under it is deleted.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import os
 import shutil
 import statistics
 import sys
@@ -28,24 +31,28 @@ from typing import Any
 import yaml
 
 from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.download import IntegrityError, file_lock
+from ssl_platform.checkpoint.download import file_lock
 from ssl_platform.checkpoint.zoo import (
+    CARDS_DIR,
     INDEX_FILE,
     NAME,
     REPO_ROOT,
     ZooEntry,
     ZooError,
     cache_dir,
+    card_path,
+    contained,
+    copy_atomic,
     is_remote,
     read_index,
     resolve_zoo,
+    weights_file_name,
     write_index,
 )
 from ssl_platform.checkpoint.zoo_card import render_card, write_docs
 from ssl_platform.evaluation import report
 
 DEFAULT_LICENSE = "Apache-2.0"  # the code's license; pass --license when the data's terms differ
-CARDS_DIR = "cards"
 _RESULT_KEYS = ("task", "protocol", "label_fraction", "noise_kind", "noise_rate", "robust", "metric")
 
 
@@ -197,23 +204,12 @@ def _timm_compat(backbone_spec: dict[str, Any], file: Path) -> tuple[dict[str, A
     return kwargs, note
 
 
-def _copy_verified(src: Path, dst: Path, sha256: str) -> None:
-    """Copy through a temp file and rename; the copy's hash is checked before it takes the name."""
-    if dst.exists() and report.file_sha256(dst) == sha256:
-        return
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    if report.file_sha256(tmp) != sha256:
-        tmp.unlink()
-        raise IntegrityError(f"copying {src} to {dst} changed its bytes; check the disk and publish again")
-    os.replace(tmp, dst)
-
-
-def _write_card(zoo_dir: Path, entry: ZooEntry, evaluations: list[Evaluation]) -> str:
+def _write_card(zoo_dir: Path, entry: ZooEntry, evaluations: list[Evaluation]) -> None:
     """cards/<name>/README.md plus the evaluations' plots (PNG and CSV) under cards/<name>/plots/."""
-    card_dir = zoo_dir / CARDS_DIR / entry.name
+    # a cards/ link out of the zoo would make the rmtree below delete someone else's directory
+    card_dir = contained(zoo_dir, f"{CARDS_DIR}/{entry.name}", entry.name, "card")
+    if card_dir.is_symlink():  # a link to another card of this zoo: drop the link, not that card
+        card_dir.unlink()
     shutil.rmtree(card_dir, ignore_errors=True)  # a re-publish must not keep plots of another file
     sections = []
     for ev in evaluations:
@@ -221,15 +217,12 @@ def _write_card(zoo_dir: Path, entry: ZooEntry, evaluations: list[Evaluation]) -
         for src in sorted((ev.directory / "plots").glob("*.*")):
             if src.suffix in (".png", ".csv"):
                 dst = card_dir / "plots" / ev.directory.name / src.name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
+                copy_atomic(src, dst)
                 if src.suffix == ".png":
                     plots.append(dst.relative_to(card_dir).as_posix())
         table = report.compare(ev.rows + ev.baseline) if ev.baseline else report.summarise(ev.rows)
         sections.append((ev.suite, ev.directory.name, table, plots))
-    card = card_dir / "README.md"
-    io.write_atomic(card, render_card(entry, sections).encode())
-    return card.relative_to(zoo_dir).as_posix()
+    io.write_atomic(zoo_dir / card_path(entry.name), render_card(entry, sections).encode())
 
 
 def publish(
@@ -288,7 +281,7 @@ def publish(
         in_chans = int(spec.get("in_chans", 3))
         input_size, mean, std = _input_spec(recipe or {}, in_chans)
         timm_kwargs, timm_note = _timm_compat(spec, file)
-        file_name = f"{name}-{sha256[:8]}.safetensors"
+        file_name = weights_file_name(name, sha256)
         evaluations = find_evaluations(run_dir, sha256, eval_dirs)
         entry = ZooEntry(
             name=name, method=_method_key(recipe or {}), architecture=spec["name"],
@@ -301,10 +294,13 @@ def publish(
             recipe=recipe or {}, git_sha=str(meta.get("git_sha") or report.git_sha()),
             created=old.created if old and old.sha256 == sha256 else
             datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            license=license, results=[r for ev in evaluations for r in aggregate(ev)],
+            license=license, results=[r for ev in evaluations for r in aggregate(ev)], card=card_path(name),
         )
-        _copy_verified(file, zoo_dir / file_name, sha256)
-        entry.card = _write_card(zoo_dir, entry, evaluations)
+        entry.check(f"the entry published into {zoo}")  # e.g. a --url of another scheme: refused before any write
+        weights = contained(zoo_dir, file_name, name, "file")
+        if not (weights.is_file() and report.file_sha256(weights) == sha256):
+            copy_atomic(file, weights, sha256)
+        _write_card(zoo_dir, entry, evaluations)
         entries[name] = entry
         write_index(zoo_dir, entries)
         if old and old.file != file_name:

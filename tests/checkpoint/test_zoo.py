@@ -177,6 +177,26 @@ def test_publish_refuses_bad_names_remote_zoos_and_another_file_under_a_taken_na
         (n, True, str(target / e.file)) for n, e in sorted(zoo.read_index(target).items())]
 
 
+def test_publish_refuses_a_url_the_zoo_would_not_download_and_writes_nothing(published, tmp_path):
+    run = published[0] / "runs" / "ijepa_vit_tiny_1ep"
+    with pytest.raises(zoo.ZooError, match=r"url 'file:///srv/w.safetensors' is refused: only http:// and https://"):
+        zoo.publish(run, VIT, tmp_path / "z", url="file:///srv/w.safetensors", eval_dirs=[tmp_path])
+    assert list((tmp_path / "z").iterdir()) == []
+
+
+def test_publish_into_a_clone_whose_cards_link_out_deletes_nothing_there(published, tmp_path):
+    """A re-publish empties cards/<name>/ first; through a `cards -> elsewhere` link that was someone else's."""
+    target = Path(shutil.copytree(published[0] / "zoo", tmp_path / "zoo"))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / VIT).mkdir(parents=True)
+    (elsewhere / VIT / "keep.txt").write_text("mine")
+    shutil.rmtree(target / "cards")
+    (target / "cards").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(zoo.ZooError, match=r"card 'cards/ijepa_vit_tiny.tiny_1ep' .* symbolic link"):
+        zoo.publish(published[0] / "runs" / "ijepa_vit_tiny_1ep", VIT, target, eval_dirs=[tmp_path])
+    assert (elsewhere / VIT / "keep.txt").read_text() == "mine"
+
+
 def test_publishing_into_the_shipped_zoo_regenerates_docs_zoo_md(published, tmp_path, monkeypatch):
     monkeypatch.setattr(zoo_publish, "REPO_ROOT", tmp_path)
     zoo.publish(published[0] / "runs" / "ijepa_vit_tiny_1ep", VIT, tmp_path / "zoo", eval_dirs=[tmp_path])
