@@ -7,11 +7,13 @@ the kwargs that rebuild the architecture, so the file by itself loads into the p
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,42 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def copy_atomic(src: str | Path, dst: str | Path, sha256: str | None = None) -> None:
+    """Copy `src` to `dst` through a temp file in `dst`'s directory and a rename: readers see the old file or
+    the whole new one, never half (`write_atomic`, streamed for weights files of any size).
+
+    The copy keeps `src`'s permission bits. With `sha256`, the copy's hash is checked before it takes the name.
+
+    Raises:
+        CheckpointError: the copy's sha256 is not `sha256` (a failing disk); nothing is left behind.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copymode(src, tmp)
+        if sha256 is not None:
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as f:  # the bytes that landed, read back: not the ones handed to the disk
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != sha256:
+                raise CheckpointError(f"copying {src} to {dst} changed its bytes; check the disk and try again")
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(dst.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:
         os.close(dir_fd)
 

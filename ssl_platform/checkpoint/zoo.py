@@ -1,5 +1,9 @@
 """The model zoo: published backbones by name (timm's `arch.tag`), verified by sha256 before every load.
 
+This module holds the entries (`ZooEntry`), where the zoo is, its index.json, and pulling, verifying and
+loading the weights. What an index may be trusted with is decided in `zoo_trust`; publishing a run is
+`zoo_publish`; model cards, docs/zoo.md and `sslp zoo list|show` are `zoo_card`.
+
 A zoo is a local directory or an http(s) base URL with this layout:
 
     index.json                               {"format": "ssl_platform.zoo/1", "models": {name: entry}}
@@ -25,14 +29,10 @@ Integrity: the full sha256 is recomputed before every load. A cached download th
 and fetched again; a download that fails is deleted and refused (`IntegrityError`); a file of a
 local zoo is never deleted: the error names it and says how to restore it.
 
-Trust: the zoo you name (`--zoo`, even a `file://` URL) is your choice, but what its index.json says is
-not trusted: anyone may have written it. `ZooEntry.check` refuses, when the index is read, any entry whose
-`file` is not `<name>-<sha256[:8]>.safetensors`, whose `card` is not `cards/<name>/README.md`, whose `url`
-is not http(s) (a relative one is resolved against an http zoo; a local zoo has nothing to resolve it
-against), whose architecture names a timm source (`hf-hub:`, `local-dir:`) or whose kwargs would make
-timm load a file. Before a path is used, `contained` resolves its symbolic links and refuses one that
-leads out of the zoo or the cache. Downloads are http(s) only and capped at the entry's `size_bytes`, a
-remote index at `MAX_INDEX_BYTES` (`checkpoint.download`). Whatever the zoo writes lands atomically.
+Trust: what a zoo's index.json says is not trusted (anyone may have written it). Every entry passes
+`ZooEntry.check` as the index is read, and every path `contained` before it is used (`zoo_trust`).
+Downloads are http(s) only and capped at the entry's `size_bytes`, a remote index at `MAX_INDEX_BYTES`
+(`checkpoint.download`). Whatever the zoo writes lands atomically (`io.write_atomic`, `io.copy_atomic`).
 """
 
 from __future__ import annotations
@@ -42,10 +42,7 @@ import difflib
 import hashlib
 import json
 import os
-import re
-import shutil
 import sys
-import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -53,78 +50,26 @@ from typing import Any
 from torch import nn
 
 from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.download import (
-    CHUNK_BYTES,
-    HTTP_SCHEMES,
-    DownloadError,
-    IntegrityError,
-    fetch_verified,
-    read_limited,
-)
+from ssl_platform.checkpoint.download import DownloadError, fetch_verified, read_limited
 from ssl_platform.checkpoint.io import CheckpointError
-from ssl_platform.evaluation.report import file_sha256
-from ssl_platform.models.backbones import check_timm_kwargs
+from ssl_platform.checkpoint.zoo_trust import (
+    NAME,  # noqa: F401  (cli.py tells zoo names from paths by it)
+    ZooError,
+    card_files,
+    check_entry,
+    check_local_file,
+    contained,
+    fix_hint,
+    is_remote,
+    weights_file_name,
+    weights_url,
+)
 
 FORMAT = "ssl_platform.zoo/1"
 INDEX_FILE = "index.json"
 ENV_ZOO = "SSL_PLATFORM_ZOO"
-NAME = re.compile(r"[a-z0-9][a-z0-9_]*\.[a-z0-9][a-z0-9_]*")  # no "-": it separates the sha256 prefix
-SHA256 = re.compile(r"[0-9a-f]{64}")
-# a timm model name; no ":", because timm reads `hf-hub:repo` from the network and `local-dir:path` from disk
-ARCHITECTURE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-CARDS_DIR = "cards"
 MAX_INDEX_BYTES = 16 * 2**20  # an index of hundreds of models is well under 1 MiB; more is a wrong URL or hostile
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# metrics `zoo list` and docs/zoo.md show (ZooEntry.headline); bookkeeping rows such as "lambda" are left out
-HEADLINE_METRICS = ("top1", "map", "r2", "rmse")
-
-
-class ZooError(CheckpointError):
-    """A zoo or an entry cannot be used; the message says which and what to do."""
-
-
-def _fix(name: str = "NAME") -> str:
-    """What to do about a refused index.json."""
-    return (f"Fix index.json, or re-publish the run (`sslp zoo publish RUN_DIR --name {name} --force`); "
-            "use only zoos whose maintainers you trust")
-
-
-def weights_file_name(name: str, sha256: str) -> str:
-    """The name a zoo gives a weights file, beside index.json and in the download cache."""
-    return f"{name}-{sha256[:8]}.safetensors"
-
-
-def card_path(name: str) -> str:
-    """Where a zoo keeps the model card of `name`, relative to the zoo."""
-    return f"{CARDS_DIR}/{name}/README.md"
-
-
-def _path_problem(value: Any) -> str:
-    """Why `value` could name a file outside the directory it is joined to, or "" (see `ZooEntry.check`)."""
-    if not isinstance(value, str):
-        return "it is not a string"
-    if "\\" in value or "\x00" in value:
-        return "it holds a backslash or NUL character"
-    if value.startswith("/"):
-        return "it is an absolute path"
-    if ".." in value.split("/"):
-        return "it climbs out of its directory with '..'"
-    return ""
-
-
-def _url_problem(url: Any) -> str:
-    """Why an index's `url` must not be fetched, or "" (relative URLs are fine: see `_weights_url`)."""
-    if not isinstance(url, str) or not url:
-        return "it is not a URL"
-    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        return "it holds spaces or control characters"
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme and parts.scheme.lower() not in HTTP_SCHEMES:
-        return (f"only http:// and https:// URLs are downloaded, not {parts.scheme}: (which would read a local "
-                "file, inline data or another service)")
-    if parts.scheme and not parts.netloc:
-        return "it names no host"
-    return ""
 
 
 @dataclasses.dataclass
@@ -166,7 +111,7 @@ class ZooEntry:
     def from_dict(cls, data: dict[str, Any], where: str) -> ZooEntry:
         """The entry `data` of the index `where`, refused (`ZooError`) unless it passes `check`."""
         if not isinstance(data, dict):
-            raise ZooError(f"an entry in {where} is not a JSON object but {data!r:.80}. {_fix()}")
+            raise ZooError(f"an entry in {where} is not a JSON object but {data!r:.80}. {fix_hint()}")
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
         required = [n for n, f in fields.items()
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -180,69 +125,14 @@ class ZooEntry:
         return entry
 
     def check(self, where: str) -> None:
-        """Refuse values by which an index could reach outside its zoo and the cache, or make timm load files.
-
-        index.json is written by whoever runs the zoo's server or repository, so nothing in it is joined to
-        a local path, fetched or passed to timm before this: `file` and `card` must be the names the zoo
-        itself gives them, `url` http(s) (or relative), `architecture` a plain timm name, and the kwargs free
-        of timm's file-loading ones (`models.backbones.check_timm_kwargs`).
-
-        Raises:
-            ZooError: naming the entry, the field, the value and what to do.
-        """
-        def refuse(field: str, value: Any, why: str) -> ZooError:
-            fix = _fix(self.name if isinstance(self.name, str) and NAME.fullmatch(self.name) else "NAME")
-            return ZooError(f"entry {self.name!r} in {where}: {field} {value!r} is refused: {why}. {fix}")
-
-        if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
-            raise refuse("name", self.name, "a zoo name is arch.tag in lowercase letters, digits and '_'")
-        if not isinstance(self.sha256, str) or not SHA256.fullmatch(self.sha256):
-            raise refuse("sha256", self.sha256, "it must be 64 lowercase hex digits")
-        if type(self.size_bytes) is not int or self.size_bytes < 0:  # type(): True is an int, not a size
-            raise refuse("size_bytes", self.size_bytes, "it must be a whole number of bytes; downloads stop there")
-        for field, expected in (("file", weights_file_name(self.name, self.sha256)), ("card", card_path(self.name))):
-            value = getattr(self, field)
-            if value != expected and not (field == "card" and value is None):
-                problem = _path_problem(value)
-                raise refuse(field, value, (f"{problem}; " if problem else "") + f"the zoo names this {field} "
-                             f"{expected!r}, inside the zoo")
-        if self.url is not None and (problem := _url_problem(self.url)):
-            raise refuse("url", self.url, problem)
-        if not isinstance(self.architecture, str) or not ARCHITECTURE.fullmatch(self.architecture):
-            raise refuse("architecture", self.architecture, "it must be a timm model name; timm reads `hf-hub:` "
-                         "names from the network and `local-dir:` names from a directory")
-        kwarg_fields = (("arch_kwargs", self.arch_kwargs, "name"), ("timm_kwargs", self.timm_kwargs, "model_name"))
-        for field, kwargs, own in kwarg_fields:  # `own`: the key our own call sets to the architecture
-            if kwargs is None and field == "timm_kwargs":
-                continue
-            if not isinstance(kwargs, dict):
-                raise refuse(field, kwargs, "it must be a JSON object of keyword arguments")
-            if own in kwargs:
-                raise refuse(field, kwargs, f"its key {own!r} would replace the architecture")
-            try:
-                check_timm_kwargs(kwargs, f"entry {self.name!r} in {where}, field {field}")
-            except ValueError as err:
-                raise ZooError(f"{err}. {_fix(self.name)}") from err
+        """Refuse values by which this entry could reach outside its zoo and the cache, or make timm load
+        files (`zoo_trust.check_entry`; raises `ZooError`)."""
+        check_entry(self, where)
 
     @property
     def backbone_spec(self) -> dict[str, Any]:
         """The `create_backbone` kwargs, name included (`models.backbones.from_spec`)."""
         return {**self.arch_kwargs, "name": self.architecture}
-
-    def headline(self) -> list[tuple[str, float]]:
-        """("task/protocol[@fraction][ metric]", mean) per task, protocol and metric: clean labels, no
-        robust loss, at the largest label fraction measured (`@0.1`: a tenth of the labels)."""
-        best: dict[tuple, dict[str, Any]] = {}
-        for r in self.results:
-            if r["noise_kind"] == "none" and r["robust"] == "none" and r["metric"] in HEADLINE_METRICS:
-                key = (r["task"], r["protocol"], r["metric"])
-                if key not in best or r["label_fraction"] > best[key]["label_fraction"]:
-                    best[key] = r
-        return [
-            (f"{task}/{protocol}" + (f"@{r['label_fraction']:g}" if r["label_fraction"] < 1 else "")
-             + ("" if metric == "top1" else f" {metric}"), r["mean"])
-            for (task, protocol, metric), r in best.items()
-        ]
 
     def pretrained_cfg(self) -> dict[str, Any]:
         """timm `PretrainedCfg` fields for this entry (no weights location): strict load, preprocessing."""
@@ -286,10 +176,6 @@ def resolve_zoo(zoo: str | Path | None = None) -> str:
     return zoo.rstrip("/") if is_remote(zoo) else zoo
 
 
-def is_remote(zoo: str) -> bool:
-    return zoo.startswith(("http://", "https://"))
-
-
 # ---- index.json
 
 
@@ -302,13 +188,13 @@ def _parse_index(text: str, where: str) -> dict[str, ZooEntry]:
         raise ZooError(f"{where} is not an ssl_platform zoo index (format {FORMAT!r}); check --zoo / {ENV_ZOO}")
     models = data.get("models", {})
     if not isinstance(models, dict):
-        raise ZooError(f"{where}: 'models' is not a JSON object. {_fix()}")
+        raise ZooError(f"{where}: 'models' is not a JSON object. {fix_hint()}")
     entries = {}
     for name, raw in models.items():
         entry = ZooEntry.from_dict(raw, where)
         if entry.name != name:  # lookups go by the key, paths by the entry's name: they must agree
             raise ZooError(f"entry {name!r} in {where}: name {entry.name!r} is refused: it must equal its key "
-                           f"{name!r}. {_fix(entry.name)}")
+                           f"{name!r}. {fix_hint(entry.name)}")
         entries[name] = entry
     return entries
 
@@ -353,58 +239,6 @@ def read_index(zoo: str | Path | None = None) -> dict[str, ZooEntry]:
     return _parse_index(path.read_text(), str(path))
 
 
-def contained(root: str | Path, relative: str, name: str, field: str) -> Path:
-    """`root / relative`, once its resolved path (symbolic links followed) is found inside the resolved `root`.
-
-    `relative` has passed `ZooEntry.check`, so only a symbolic link can lead out: a link in a cloned zoo
-    or a planted one in the cache must not make the zoo read, copy, overwrite or delete another file.
-    The returned path is the unresolved one, as messages and callers know it.
-
-    Raises:
-        ZooError: the path leads out of `root`; it names the entry, the field and where the link goes.
-    """
-    path = Path(root) / relative
-    resolved, top = path.resolve(), Path(root).resolve()
-    if not resolved.is_relative_to(top):
-        raise ZooError(
-            f"{field} {relative!r} of {name}: {path} is or passes through a symbolic link that leads to {resolved}, "
-            f"outside {top}; the zoo reads and writes only inside its directory and its cache. Replace the link "
-            "with the file or directory itself, or remove it"
-        )
-    return path
-
-
-def copy_atomic(src: str | Path, dst: str | Path, sha256: str | None = None) -> None:
-    """Copy `src` to `dst` through a temp file in `dst`'s directory and a rename: readers see the old file or
-    the whole new one, never half (`io.write_atomic`, streamed for weights files of any size).
-
-    The copy keeps `src`'s permission bits. With `sha256`, the copy's hash is checked before it takes the name.
-
-    Raises:
-        IntegrityError: the copy's sha256 is not `sha256` (a failing disk); nothing is left behind.
-    """
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out, CHUNK_BYTES)
-            out.flush()
-            os.fsync(out.fileno())
-        shutil.copymode(src, tmp)
-        if sha256 is not None and file_sha256(tmp) != sha256:
-            raise IntegrityError(f"copying {src} to {dst} changed its bytes; check the disk and try again")
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
-
-
 def write_index(zoo_dir: str | Path, entries: dict[str, ZooEntry]) -> Path:
     """Atomically replace `zoo_dir/index.json` (sorted, indented: it is meant to be diffed and reviewed)."""
     path = Path(zoo_dir) / INDEX_FILE
@@ -435,37 +269,6 @@ def get_entry(name: str, zoo: str | Path | None = None) -> ZooEntry:
 # ---- the weights file
 
 
-def _weights_url(entry: ZooEntry, zoo: str) -> str | None:
-    """Where to download the entry's file: its `url` (relative ones against an http zoo), else beside index.json.
-
-    A relative `url` in a local zoo is refused rather than guessed at: the directory has no base URL, and
-    reading it as a path would be a second `file` that escapes the rules of the first.
-    """
-    if entry.url:
-        if is_remote(zoo):
-            return urllib.parse.urljoin(f"{zoo}/", entry.url)
-        if not urllib.parse.urlsplit(entry.url).scheme:
-            raise ZooError(
-                f"url {entry.url!r} of {entry.name} is relative, and the local zoo {zoo} has no base URL to resolve "
-                f"it against. Make it an absolute http(s) URL, or put {entry.file} beside {INDEX_FILE}"
-            )
-        return entry.url
-    return f"{zoo}/{urllib.parse.quote(entry.file)}" if is_remote(zoo) else None
-
-
-def _check_local(path: Path, entry: ZooEntry, zoo: str) -> Path:
-    actual = file_sha256(path)
-    if actual != entry.sha256:
-        source = f"download it again from {entry.url}, " if entry.url else ""
-        raise IntegrityError(
-            f"{path} has sha256 {actual}, but {zoo}/{INDEX_FILE} records {entry.sha256} for {entry.name}: the "
-            "file is corrupt or was changed, and was left as it is. Restore it (`git checkout -- <file>` or your "
-            f"backup if the zoo is versioned), {source}or re-publish the run with "
-            f"`sslp zoo publish RUN_DIR --name {entry.name} --force`"
-        )
-    return path
-
-
 def pull(name: str, zoo: str | Path | None = None) -> Path:
     """The verified weights file of `name`: a local zoo's own file, else a download cached in `<cache>/files`.
 
@@ -482,8 +285,8 @@ def _pull(entry: ZooEntry, zoo: str) -> Path:
     if not is_remote(zoo):
         local = contained(zoo, entry.file, entry.name, "file")
         if local.is_file():
-            return _check_local(local, entry, zoo)
-    url = _weights_url(entry, zoo)
+            return check_local_file(local, entry, zoo)
+    url = weights_url(entry, zoo)
     if url is None:
         raise ZooError(
             f"{Path(zoo) / entry.file}, the weights of {entry.name}, is missing and its entry has no url. Restore "
@@ -574,11 +377,11 @@ def export_timm(name: str, out_dir: str | Path, zoo: str | Path | None = None) -
         raise ZooError(f"{name} cannot be exported for plain timm: {entry.timm_note}")
     weights = _pull(entry, zoo)
     card = contained(zoo, entry.card, name, "card") if entry.card and not is_remote(zoo) else None
-    card_files = _card_files(card.parent, name) if card and card.is_file() else []  # it links its plots relatively
+    files = card_files(card.parent, name) if card and card.is_file() else []  # it links its plots relatively
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for relative in card_files:
-        copy_atomic(card.parent / relative, out / relative)
+    for relative in files:
+        io.copy_atomic(card.parent / relative, out / relative)
     config = {
         "architecture": entry.architecture,
         "num_classes": 0,
@@ -588,24 +391,5 @@ def export_timm(name: str, out_dir: str | Path, zoo: str | Path | None = None) -
     }
     # after the card: a config.json or model.safetensors in the card's directory must not replace these
     io.write_atomic(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    copy_atomic(weights, out / "model.safetensors", entry.sha256)
+    io.copy_atomic(weights, out / "model.safetensors", entry.sha256)
     return out
-
-
-def _card_files(card_dir: Path, name: str) -> list[Path]:
-    """The files under a model card's directory, relative to it; refused if any is a link or not a plain file.
-
-    Checked before anything is copied, so a refused card leaves the export folder as it was.
-    """
-    files = []
-    for dirpath, dirnames, filenames in os.walk(card_dir):  # does not descend into linked directories
-        for entry_name in dirnames + filenames:
-            path = Path(dirpath) / entry_name
-            if path.is_symlink() or not (path.is_dir() or path.is_file()):
-                raise ZooError(
-                    f"the model card directory of {name} holds {path}, a symbolic link or special file; export "
-                    "copies only plain files of the zoo (a link could copy any file you can read). Remove it"
-                )
-            if entry_name in filenames:
-                files.append(path.relative_to(card_dir))
-    return sorted(files)

@@ -5,20 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.zoo import (
-    HEADLINE_METRICS,
-    INDEX_FILE,
-    ZooEntry,
-    is_remote,
-    read_index,
-    resolve_zoo,
-)
+from ssl_platform.checkpoint.zoo import INDEX_FILE, ZooEntry, read_index, resolve_zoo
+from ssl_platform.checkpoint.zoo_trust import is_remote
 
 DOCS_COMMAND = "sslp zoo docs"
+# metrics `zoo list` and docs/zoo.md show (`headline`); bookkeeping rows such as "lambda" are left out
+HEADLINE_METRICS = ("top1", "map", "r2", "rmse")
 
 
 def _size(n: int) -> str:
@@ -29,8 +26,24 @@ def _value(value: float, metric: str) -> str:
     return f"{value:.2f}" if metric == "top1" else f"{value:.3g}"
 
 
+def headline(entry: ZooEntry) -> list[tuple[str, float]]:
+    """("task/protocol[@fraction][ metric]", mean) per task, protocol and metric: clean labels, no
+    robust loss, at the largest label fraction measured (`@0.1`: a tenth of the labels)."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in entry.results:
+        if r["noise_kind"] == "none" and r["robust"] == "none" and r["metric"] in HEADLINE_METRICS:
+            key = (r["task"], r["protocol"], r["metric"])
+            if key not in best or r["label_fraction"] > best[key]["label_fraction"]:
+                best[key] = r
+    return [
+        (f"{task}/{protocol}" + (f"@{r['label_fraction']:g}" if r["label_fraction"] < 1 else "")
+         + ("" if metric == "top1" else f" {metric}"), r["mean"])
+        for (task, protocol, metric), r in best.items()
+    ]
+
+
 def _metrics(entry: ZooEntry, limit: int | None = None, sep: str = ", ") -> str:
-    shown = entry.headline()[:limit]
+    shown = headline(entry)[:limit]
     text = sep.join(f"{label} {v:.2f}" if " " not in label else f"{label} {v:.3g}" for label, v in shown)
     return text or "–"
 

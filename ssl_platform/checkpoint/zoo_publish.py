@@ -11,9 +11,10 @@ name this very file by its sha256 (`backbone_sha256`). A random-init twin of the
 Weights of more than a few MB belong on a release server: publish as usual, upload the
 `.safetensors` file, and publish again with `--url` naming where it lives (the entry keeps the hash).
 
-Every file lands atomically (temp file and rename), and the new entry passes the same `ZooEntry.check`
-as any index read back, so a publish cannot write an index the zoo would refuse. A zoo directory may be
-someone else's clone: a `cards/` link out of it is refused before anything under it is deleted.
+Every file lands atomically (`io.write_atomic`, `io.copy_atomic`), and the new entry passes the same
+`ZooEntry.check` as any index read back, so a publish cannot write an index the zoo would refuse. A zoo
+directory may be someone else's clone: a `cards/` link out of it is refused (`zoo_trust.contained`)
+before anything under it is deleted.
 """
 
 from __future__ import annotations
@@ -33,23 +34,24 @@ import yaml
 from ssl_platform.checkpoint import io
 from ssl_platform.checkpoint.download import file_lock
 from ssl_platform.checkpoint.zoo import (
-    CARDS_DIR,
     INDEX_FILE,
-    NAME,
     REPO_ROOT,
     ZooEntry,
-    ZooError,
     cache_dir,
-    card_path,
-    contained,
-    copy_atomic,
-    is_remote,
     read_index,
     resolve_zoo,
-    weights_file_name,
     write_index,
 )
 from ssl_platform.checkpoint.zoo_card import render_card, write_docs
+from ssl_platform.checkpoint.zoo_trust import (
+    CARDS_DIR,
+    NAME,
+    ZooError,
+    card_path,
+    contained,
+    is_remote,
+    weights_file_name,
+)
 from ssl_platform.evaluation import report
 
 DEFAULT_LICENSE = "Apache-2.0"  # the code's license; pass --license when the data's terms differ
@@ -217,7 +219,7 @@ def _write_card(zoo_dir: Path, entry: ZooEntry, evaluations: list[Evaluation]) -
         for src in sorted((ev.directory / "plots").glob("*.*")):
             if src.suffix in (".png", ".csv"):
                 dst = card_dir / "plots" / ev.directory.name / src.name
-                copy_atomic(src, dst)
+                io.copy_atomic(src, dst)
                 if src.suffix == ".png":
                     plots.append(dst.relative_to(card_dir).as_posix())
         table = report.compare(ev.rows + ev.baseline) if ev.baseline else report.summarise(ev.rows)
@@ -299,7 +301,7 @@ def publish(
         entry.check(f"the entry published into {zoo}")  # e.g. a --url of another scheme: refused before any write
         weights = contained(zoo_dir, file_name, name, "file")
         if not (weights.is_file() and report.file_sha256(weights) == sha256):
-            copy_atomic(file, weights, sha256)
+            io.copy_atomic(file, weights, sha256)
         _write_card(zoo_dir, entry, evaluations)
         entries[name] = entry
         write_index(zoo_dir, entries)
