@@ -12,6 +12,11 @@ Image-text pairs (`pairs.py`, items `({"image": PIL, "text": str}, label)`): `Im
 JSONL / CSV manifest), `EmojiPairs` (after `data prepare emoji`), `FashionMNISTCaptions`, `DigitCaptions`.
 Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
 parquet file; the Adult, Higgs and California housing layouts read a file you download.
+
+A dataset whose items come from separate files or rows may define `sample_source(index) -> str`
+(the file, manifest line or table row of item `index`); `collate.TransformedDataset` names it when a
+sample cannot be read and in its skip log. `ImageFolder`, `ImageTextPairs`, `Table`, `Molecules`,
+`MultispectralTiles`, `BigEarthNetPatches` and `FmowSentinel` have one.
 """
 
 from ssl_platform.data.datasets.base import ArrayImages, balanced_subset

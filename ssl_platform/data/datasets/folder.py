@@ -115,5 +115,9 @@ class ImageFolder:
             raise OSError(f"ImageFolder: cannot read image {path} ({err}); fix or remove the file") from err
         return image, int(self.targets[index])
 
+    def sample_source(self, index: int) -> str:
+        """The image file of item `index` (named by `TransformedDataset`'s bad-sample errors and skip log)."""
+        return str(self.paths[index])
+
     def __repr__(self) -> str:
         return f"ImageFolder(root={str(self.root)!r}, n={len(self)}, classes={len(self.classes)})"

@@ -14,7 +14,9 @@ With internet (once; torch_geometric / ogb cache the files under `root`):
 `Planetoid` (Cora, CiteSeer, PubMed with their public split), `OGBNodeGraph` (ogbn-arxiv and the
 other ogbn node sets, with OGB's split; needs `pip install ogb`), and at graph level `TUGraphs`
 (TUDataset: MUTAG, PROTEINS, IMDB-BINARY, ...; items `({"graph": Data}, class)` like `Molecules`).
-Each can also read files copied by hand into its raw folder (the error says where).
+Each can also read files copied by hand into its raw folder (the error says where). Before
+torch_geometric reads a data root, its processed files and Planetoid's raw pickles are checked
+(`graph_files.py`): a file that would need arbitrary code to unpickle is refused, not loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from ssl_platform.data.datasets.base import check_split, resolve_root, stratified_holdout
+from ssl_platform.data.datasets.graph_files import check_processed, check_raw_pickles
 
 SPLITS = ("all", "train", "test")
 
@@ -174,6 +177,9 @@ class Planetoid(NodeGraph):
         if name not in self.NAMES:
             raise ValueError(f"Planetoid: unknown name {name!r}; valid names are {list(self.NAMES)}")
         folder = resolve_root(root) / "planetoid"
+        check_raw_pickles(folder / name / "raw" / f"ind.{name.lower()}.{part}"
+                          for part in ("x", "tx", "allx", "y", "ty", "ally", "graph"))
+        check_processed(folder / name / "processed")
         dataset = _internet_set(
             lambda: PygPlanetoid(str(folder), name, split="public", transform=T.NormalizeFeatures()),
             f"Planetoid {name}", f"{folder}/{name}/raw",
@@ -205,6 +211,8 @@ class OGBNodeGraph(NodeGraph):
             raise ImportError(f"OGBNodeGraph({name!r}) reads OGB's files with the `ogb` package: "
                               "pip install ogb (it downloads the data set once, then works offline)") from err
         folder = resolve_root(root) / "ogb"
+        for directory in (name.replace("-", "_"), f"{name.replace('-', '_')}_pyg"):  # ogb's layouts, new and old
+            check_processed(folder / directory / "processed")
         dataset = _internet_set(lambda: PygNodePropPredDataset(name, root=str(folder)), f"OGB {name}",
                                 f"{folder}/{name.replace('-', '_')}/raw", "see https://ogb.stanford.edu/docs/nodeprop/")
         graph = dataset[0].clone()
@@ -241,6 +249,7 @@ class TUGraphs:
 
         check_split(split, SPLITS, "TUGraphs")
         folder = resolve_root(root) / "tudataset"
+        check_processed(folder / name / "processed")
         dataset = _internet_set(lambda: TUDataset(str(folder), name), f"TUDataset {name}", f"{folder}/{name}/raw",
                                 f"{name}_A.txt, {name}_graph_indicator.txt, {name}_graph_labels.txt, "
                                 f"{name}_node_labels.txt from https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip")

@@ -205,7 +205,12 @@ class Molecules:
         path = resolve_root(root) / "molecules" / FILES[split]
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; run `python -m ssl_platform data prepare molecules`")
-        molecules = read_sdf(path.read_text(encoding="utf-8"))
+        try:
+            molecules = read_sdf(path.read_text(encoding="utf-8"))
+        except ValueError as err:  # read_sdf names the record and line, not the file; UnicodeDecodeError too
+            raise ValueError(f"{path}: {err}; fix or remove that record, or run `python -m ssl_platform data "
+                             "prepare molecules` again for the shipped files") from err
+        self.path = path
         labels = []
         for k, molecule in enumerate(molecules):
             value = molecule.props.get(LABEL_FIELD)
@@ -234,6 +239,10 @@ class Molecules:
 
     def __len__(self) -> int:
         return len(self.graphs)
+
+    def sample_source(self, index: int) -> str:
+        """Item `index`'s record in the SDF file (named by `TransformedDataset`'s bad-sample errors and skip log)."""
+        return f"molecule {self.indices[index]} of {self.path}"
 
     def __getitem__(self, index: int) -> tuple[dict, int]:
         """`({"graph": Data}, class id)`: the batch key GraphMAE reads, like every dataset's `(sample, label)`

@@ -226,8 +226,11 @@ def stored_band_stats(directory: Path, images: Iterable[np.ndarray] | None = Non
     """`directory/band_stats.json`; computed from `images` and written (atomically) when absent."""
     path = directory / STATS_FILE
     if path.is_file():
-        stats = json.loads(path.read_text())
-        if not {"mean", "std"} <= set(stats):
+        try:
+            stats = json.loads(path.read_text())
+        except ValueError as err:  # a cut-off write or a foreign file; json's message names no file
+            raise ValueError(f"{path} is not valid JSON ({err}); delete it to recompute the band statistics") from err
+        if not isinstance(stats, dict) or not {"mean", "std"} <= set(stats):
             raise ValueError(f"{path} lacks 'mean' or 'std'; delete it to recompute the band statistics")
         return stats
     if images is None:
@@ -340,8 +343,8 @@ class MultispectralTiles:
                                    f"{SENSORS[sensor].bands}; pick the sensor that matches the files")
         stats = stored_band_stats(root, scenes)
         stride = stride or tile_size
-        tiles, targets = [], []
-        for path, scene in zip(files, scenes):
+        tiles, targets, origins = [], [], []
+        for scene_id, (path, scene) in enumerate(zip(files, scenes)):
             h, w = scene.shape[1:]
             elevation = scene_elevation(path, (h, w)) if labels == "elevation" else None
             top, bottom = round(start * h), round(end * h)
@@ -354,11 +357,13 @@ class MultispectralTiles:
                     if not tile.any(axis=0).all():
                         continue
                     tiles.append(scale_bands(tile, stats["mean"], stats["std"]))
+                    origins.append((scene_id, i, j))
                     targets.append(tile_target(tile, sensor, labels) if elevation is None
                                    else float(elevation[i:i + tile_size, j:j + tile_size].mean()))
         if not tiles:
             raise ValueError(f"no {tile_size}-px tile of split {split!r} fits in {root} with holdout {tuple(holdout)}")
         self.tiles = torch.stack(tiles)  # [N, C, T, T]
+        self.files, self.origins = files, np.asarray(origins, np.int64)  # origins [N, 3]: scene, top row, left column
         self.targets = np.asarray(targets, dtype=np.float32 if labels in REGRESSION_TILE_LABELS else np.int64)
         self.classes = list(LANDCOVER_CLASSES) if labels == "landcover" else []
 
@@ -367,6 +372,11 @@ class MultispectralTiles:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int | float]:
         return self.tiles[index], self.targets[index].item()  # a Python int or float, by `targets`' dtype
+
+    def sample_source(self, index: int) -> str:
+        """Tile `index`'s scene file and pixel offset (named by `TransformedDataset`'s bad-sample errors)."""
+        scene, top, left = self.origins[index]
+        return f"{self.files[scene]} tile at row {top}, column {left}"
 
 
 class BigEarthNetPatches:
@@ -436,6 +446,10 @@ class BigEarthNetPatches:
         image = scale_bands(self._bands(self.patches[index]), self.stats["mean"], self.stats["std"])
         return image, torch.from_numpy(self.targets[index])
 
+    def sample_source(self, index: int) -> str:
+        """Patch `index`'s folder (named by `TransformedDataset`'s bad-sample errors and skip log)."""
+        return str(self.root / self.patches[index])
+
 
 class FmowSentinel:
     """fMoW-Sentinel (SatMAE's release): a CSV with `category` and `image_path` columns, one 13-band
@@ -462,6 +476,10 @@ class FmowSentinel:
             rows = list(csv_lib.DictReader(f))
         if not rows or not {"category", "image_path"} <= set(rows[0]):
             raise ValueError(f"{self.csv} needs 'category' and 'image_path' columns")
+        for k, r in enumerate(rows):
+            if not r["category"] or not r["image_path"]:  # a short or cut-off line reads as None / ""
+                raise ValueError(f"{self.csv} row {k + 1} (after the header) has no category or image_path: {r!r}; "
+                                 "fix or remove that line")
         self.paths = [self.csv.parent / r["image_path"] for r in rows]
         self.classes = sorted({r["category"] for r in rows})
         self.targets = np.array([self.classes.index(r["category"]) for r in rows], dtype=np.int64)
@@ -480,6 +498,10 @@ class FmowSentinel:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return scale_bands(self._bands(index), self.stats["mean"], self.stats["std"]), int(self.targets[index])
+
+    def sample_source(self, index: int) -> str:
+        """Item `index`'s image and CSV row (named by `TransformedDataset`'s bad-sample errors and skip log)."""
+        return f"{self.paths[index]} (row {index + 1} of {self.csv})"
 
 
 class MultispectralAugment:

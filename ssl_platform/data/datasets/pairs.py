@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ssl_platform.data.datasets.base import balanced_subset, check_split, resolve_root, to_pil
 
@@ -100,6 +100,12 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
 
     Raises ValueError naming the row and what is missing when a row has no `image` or no `text`.
     """
+    return [row for _, row in manifest_lines(path)]
+
+
+def manifest_lines(path: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """`read_manifest`'s rows, each with its line in the file (a CSV row over several lines: its last),
+    so errors about a pair can name where it is."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}; give a .jsonl or .csv file with image and text columns")
@@ -108,17 +114,18 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
         for line_no, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((line_no, json.loads(line)))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{line_no} is not a JSON object ({err}); one object per line") from err
     elif path.suffix.lower() == ".csv":
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, row) for row in reader]  # line_num: the line the row ended on
     else:
         raise ValueError(f"manifest {path} must end in .jsonl or .csv, got {path.suffix!r}")
-    for row_no, row in enumerate(rows, 1):
+    for row_no, (line_no, row) in enumerate(rows, 1):
         if not isinstance(row, dict) or not row.get("image") or row.get("text") is None:
-            raise ValueError(f"{path} row {row_no} needs 'image' and 'text' fields, got {row!r}")
+            raise ValueError(f"{path} row {row_no} needs 'image' and 'text' fields (line {line_no}), got {row!r}")
     return rows
 
 
@@ -144,14 +151,18 @@ class ImageTextPairs(_Pairs):
 
     def __init__(self, manifest: str | Path, split: str | None = None, image_root: str | Path | None = None,
                  limit: int | None = None, seed: int = 0):
-        rows = read_manifest(manifest)
+        lines = manifest_lines(manifest)
+        rows = [r for _, r in lines]
         labels = sorted({str(r["label"]) for r in rows if r.get("label") not in (None, "")})
         if split is not None:
             splits = sorted({str(r.get("split")) for r in rows})
-            rows = [r for r in rows if str(r.get("split")) == split]
+            lines = [(n, r) for n, r in lines if str(r.get("split")) == split]
+            rows = [r for _, r in lines]
             if not rows:
                 raise ValueError(f"{manifest} has no rows with split {split!r}; its splits are {splits}")
         root = Path(image_root) if image_root is not None else Path(manifest).parent
+        self.manifest = Path(manifest)
+        self.lines = [n for n, _ in lines]  # each pair's line in the manifest
         self.paths = [root / r["image"] for r in rows]
         self.texts = [str(r["text"]) for r in rows]
         self.classes = labels
@@ -160,14 +171,23 @@ class ImageTextPairs(_Pairs):
                                 dtype=np.int64)
         keep = self._keep(limit, seed)
         self.paths = [self.paths[i] for i in keep]
+        self.lines = [self.lines[i] for i in keep]
 
     def _image(self, index: int) -> Image.Image:
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                return _open_rgb(image)
+                return _open_rgb(image)  # converting decodes, so damage shows up here
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"image {path} of the manifest is missing; fix the path or set image_root") from err
+            raise FileNotFoundError(f"image {path} of the manifest is missing ({self.sample_source(index)}); "
+                                    "fix the path or set image_root") from err
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            raise OSError(f"cannot read image {path} ({self.sample_source(index)}: {err}); fix or remove the file, "
+                          "or its line in the manifest") from err
+
+    def sample_source(self, index: int) -> str:
+        """Pair `index`'s manifest line (named by `TransformedDataset`'s bad-sample errors and skip log)."""
+        return f"{self.manifest} line {self.lines[index]}, image {self.paths[index]}"
 
 
 class EmojiPairs(_Pairs):
@@ -189,7 +209,7 @@ class EmojiPairs(_Pairs):
         problem = verify_emoji(directory)
         if problem is not None:
             raise FileNotFoundError(f"EmojiPairs: {problem}; run `python -m ssl_platform data prepare emoji`")
-        data = np.load(directory / "emoji.npz")
+        data = np.load(directory / "emoji.npz", allow_pickle=False)
         rows = np.flatnonzero(data["test"] == (split == "test"))
         self.classes = [str(c) for c in data["classes"]]
         self.texts = [str(t) for t in data["names"][rows]]
@@ -248,7 +268,7 @@ def verify_emoji(directory: Path) -> str | None:
     if missing:
         return f"{directory} lacks {missing}"
     try:
-        data = np.load(directory / "emoji.npz")
+        data = np.load(directory / "emoji.npz", allow_pickle=False)
         shapes = {k: data[k].shape for k in ("images", "names", "labels", "test")}
     except (OSError, ValueError, KeyError, EOFError) as err:  # truncated, foreign, or arrays missing
         return f"{directory / 'emoji.npz'} is unreadable ({err})"

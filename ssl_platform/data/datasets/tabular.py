@@ -39,6 +39,12 @@ TASKS = ("classification", "regression")
 KINDS = ("num", "cat")
 PARQUET = (".parquet", ".pq")
 EXAMPLE = "columns={'age': 'num', 'city': 'cat'}, target='price', task='regression'"
+# the largest magnitude a numeric value may have. Beyond it a value is a fill marker or a broken export,
+# not a measurement: netCDF / CF fill values are 9.97e36 and 1e20, and no real quantity in an ordinary
+# table (money in cents of a year's world GDP is ~1e16) comes near. It also keeps squares finite in
+# float32 / bf16 (max 3.4e38, so |x| > 1.8e19 overflows when squared), and a value this far out would
+# otherwise set the column's mean and std alone and standardise every other value of it to ~0.
+MAX_ABS = 1e18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +226,28 @@ def _check_schema(frame: Any, columns: dict[str, str] | None, target: str | None
         raise ValueError(f"Table({name!r}): the target {target!r} is also listed in columns; remove it there")
 
 
-def _labels(values: Any, task: str, classes: dict[Any, str] | None, name: str) -> tuple[np.ndarray, list[str]]:
+def _refuse_extreme(values: np.ndarray, what: str, name: str, file_rows: np.ndarray) -> None:
+    """Raise naming the first row whose value is ±inf or beyond ±MAX_ABS; NaN (missing) is left alone.
+
+    Args:
+        values: [N] float64, one per row.
+        what: the column, for the message ("numeric column 'age'").
+        file_rows: [N] each value's 0-based data row in the file (header not counted).
+    """
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(np.isinf(values) | (np.abs(values) > MAX_ABS))
+    if len(bad):
+        row, value = int(file_rows[bad[0]]), float(values[bad[0]])
+        raise ValueError(
+            f"Table({name!r}): {what} holds {value:g} in row {row} (0-based data row of the file, header not "
+            f"counted; {len(bad)} such row{'s' if len(bad) > 1 else ''}); inf and values beyond ±{MAX_ABS:g} are "
+            "fill markers or broken exports, not measurements: fix or drop those rows, or leave the cells empty "
+            "(a missing feature becomes the training mean, a row without a target is dropped)"
+        )
+
+
+def _labels(values: Any, task: str, classes: dict[Any, str] | None, name: str,
+            file_rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Targets -> ([N] int64 class ids and class names) or ([N] float32 and [])."""
     import pandas as pd
 
@@ -229,6 +256,7 @@ def _labels(values: Any, task: str, classes: dict[Any, str] | None, name: str) -
         if numbers.isna().any():
             raise ValueError(f"Table({name!r}): regression target {values.name!r} has non-numeric values, e.g. "
                              f"{values[numbers.isna()].iloc[0]!r}; use task='classification'")
+        _refuse_extreme(numbers.to_numpy(np.float64), f"regression target {values.name!r}", name, file_rows)
         return numbers.to_numpy(np.float32), []
     if classes is None:
         classes = {v: str(v) for v in sorted(values.unique())}
@@ -260,8 +288,9 @@ def _split_rows(
     return np.sort(train), np.sort(test)
 
 
-def _numeric(frame: Any, columns: list[str], name: str) -> np.ndarray:
-    """[N, n_num] float64, NaN where missing; a non-numeric entry is an error naming its column."""
+def _numeric(frame: Any, columns: list[str], name: str, file_rows: np.ndarray) -> np.ndarray:
+    """[N, n_num] float64, NaN where missing; a non-numeric entry, inf, or a magnitude beyond MAX_ABS is an
+    error naming its column and row (`file_rows`: [N] each row's 0-based data row in the file)."""
     import pandas as pd
     from pandas.api.types import is_bool_dtype
 
@@ -274,6 +303,7 @@ def _numeric(frame: Any, columns: list[str], name: str) -> np.ndarray:
             raise ValueError(f"Table({name!r}): numeric column {column!r} holds {raw[wrong].iloc[0]!r}; "
                              f"declare it 'cat' in columns or clean the file")
         out[:, j] = numbers.to_numpy(np.float64)
+        _refuse_extreme(out[:, j], f"numeric column {column!r}", name, file_rows)
     return out
 
 
@@ -322,7 +352,10 @@ class Table:
         classes (names, [] for regression), task, num_columns, cat_columns, cat_cardinalities (with
         the unknown slot 0), num_mean / num_std (training statistics), cat_vocab (training
         vocabularies; code i is cat_vocab[j][i - 1]), rows (each item's row in the table, once rows
-        without a target are dropped).
+        without a target are dropped), file_rows (each item's 0-based data row in the file).
+
+    Numeric values (features and a regression target) must be finite and within ±`MAX_ABS`; an inf or
+    a fill marker such as 1e20 fails here, naming the column and row, instead of ending as a NaN loss.
     """
 
     def __init__(
@@ -345,16 +378,17 @@ class Table:
         target = target if target is not None else (layout.target if layout else None)
         _check_schema(frame, columns, target, name)
         self.task = self._task(frame[target], task, layout, target, name)
-        frame = frame[frame[target].notna()].reset_index(drop=True)
+        present = np.flatnonzero(frame[target].notna().to_numpy())  # [N] data rows of the file that have a target
+        frame = frame.iloc[present].reset_index(drop=True)
         own = layout is not None and target == layout.target and self.task == layout.task
-        labels, self.classes = _labels(frame[target], self.task, layout.classes if own else None, name)
+        labels, self.classes = _labels(frame[target], self.task, layout.classes if own else None, name, present)
         train, test = _split_rows(labels, self.task, test_fraction, seed, name)
         rows = train if split == "train" else test
         self.target = target
         self.num_columns = [c for c, kind in columns.items() if kind == "num"]
         self.cat_columns = [c for c, kind in columns.items() if kind == "cat"]
 
-        x_num = _numeric(frame, self.num_columns, name)  # [N, n_num], NaN where missing
+        x_num = _numeric(frame, self.num_columns, name, present)  # [N, n_num], NaN where missing
         with np.errstate(all="ignore"):  # an all-missing training column gives NaN statistics, handled below
             mean, std = np.nanmean(x_num[train], axis=0), np.nanstd(x_num[train], axis=0)
         mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 0), std, 1.0)
@@ -367,6 +401,7 @@ class Table:
         groups = labels[rows] if self.task == "classification" else np.zeros(len(rows))
         keep = balanced_subset(groups, limit, seed)
         self.rows = rows[keep]
+        self.file_rows = present[self.rows]
         self.x_num = torch.from_numpy(x_num[keep].astype(np.float32))  # [N, n_num]
         self.x_cat = torch.from_numpy(x_cat[self.rows])  # [N, n_cat]
         self.targets = labels[self.rows]
@@ -392,6 +427,10 @@ class Table:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def sample_source(self, index: int) -> str:
+        """Item `index`'s row in the file (named by `TransformedDataset`'s bad-sample errors and skip log)."""
+        return f"{self.source} row {self.file_rows[index]}"
 
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int | float]:
         label = self.targets[index]
