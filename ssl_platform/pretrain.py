@@ -7,25 +7,31 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_platform import config, distributed
-from ssl_platform.data.collate import TransformedDataset
+from ssl_platform.data.collate import TransformedDataset, count_skipped
 from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
 
 
 @dataclasses.dataclass
 class DataConfig:
-    """The `data:` section. `dataset` and `transform` are components; batch_size is per process."""
+    """The `data:` section. `dataset` and `transform` are components; batch_size is per process.
+
+    `on_bad_sample`: `error` stops the run at a sample that cannot be read, naming its file; `skip`
+    replaces it by the next good one (same seed, so resumption stays exact) and logs it in
+    `<out_dir>/skipped_samples.jsonl`.
+    """
 
     dataset: Any
     transform: Any = None
     collate: Any = None
     batch_size: int = config.option(256, ge=1)
     num_workers: int = config.option(4, ge=0)
+    on_bad_sample: Literal["error", "skip"] = "error"
 
 
 @dataclasses.dataclass
@@ -54,6 +60,7 @@ SECTIONS = {
     "monitor": MonitorConfig,
 }
 RUNTIME = {"optimizer": ("params",)}
+SKIP_LOG = "skipped_samples.jsonl"  # data.on_bad_sample=skip: one JSON line per bad sample drawn
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
@@ -144,10 +151,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = distributed.init_from_env()
     seed_everything(train.seed)  # before the method is built: its random init is part of the recipe
     method = config.instantiate(cfg.method, where="method.")
+    skip_log = Path(train.out_dir) / SKIP_LOG
     dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."),
-                                 config.instantiate(data.transform, where="data.transform."))
+                                 config.instantiate(data.transform, where="data.transform."),
+                                 on_bad_sample=data.on_bad_sample, skip_log=skip_log)
     collate_fn = config.instantiate(data.collate, where="data.collate.")
-    return fit(
+    result = fit(
         method,
         dataset,
         lambda groups: config.instantiate(cfg.optimizer, where="optimizer.", params=groups),
@@ -160,3 +169,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         monitor=build_monitor(monitor, str(device)),
         monitor_every_epochs=monitor.knn_every_epochs,
     )
+    skipped = count_skipped(skip_log)
+    if skipped and distributed.is_main():
+        print(f"[ssl_platform] data.on_bad_sample=skip: {skipped} bad samples were replaced by the next good one; "
+              f"each is listed in {skip_log}", flush=True)
+    return result

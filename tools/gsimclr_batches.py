@@ -64,7 +64,7 @@ def main() -> None:
     print(f"  shuffled batches (SimCLR): same-class share of negative pairs {same_class_negative_share(plain, classes):.4f}; "
           f"the floor (every batch perfectly class-balanced) {balanced_floor(batch, classes.max() + 1):.4f}")
     for path in sorted((args.run / "pseudo_labels").glob("epoch_*.npy")):
-        labels = np.load(path)
+        labels = np.load(path, allow_pickle=False)
         sampler = GuidedBatchSampler(labels, len(labels), batch, seed=seed, remainder=config["method"]["remainder"])
         guided = sampler.global_batches()
         print(f"  {path.name}: k={labels.max() + 1}, NMI with the classes {normalized_mutual_info_score(classes, labels):.3f}, "
