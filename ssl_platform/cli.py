@@ -119,6 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from ssl_platform import distributed
+    from ssl_platform.checkpoint.io import write_atomic
     from ssl_platform.evaluation.plots import write_plots
     from ssl_platform.evaluation.report import compare
     from ssl_platform.evaluation.suite import load_suite, run_suite
@@ -150,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
             if len(specs) > 1:  # the side-by-side table and plots of every backbone, next to the runs
                 both = Path("runs") / "eval" / f"{Path(args.suite).stem}-compare"
                 both.mkdir(parents=True, exist_ok=True)
-                (both / "compare.md").write_text(table)
+                write_atomic(both / "compare.md", table.encode())
                 write_plots(both, rows)
                 print(f"[ssl_platform] comparison table and plots in {both}", flush=True)
             print(table)
@@ -263,16 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     Set SSLP_TRACEBACK=1 to see the traceback as well.
     """
     args = build_parser().parse_args(argv)
-    from ssl_platform import config
+    from ssl_platform import config, distributed
     from ssl_platform.checkpoint.io import CheckpointError
     from ssl_platform.data.prepare import DataSourceError
-    from ssl_platform.engine.trainer import NonFiniteLossError
+    from ssl_platform.engine.trainer import NonFiniteLossError, RunInterrupted
 
     try:
         config.allow_components(getattr(args, "allow_components", []))
         return args.fn(args)
+    except RunInterrupted as err:
+        # the process group is gone by now (is_main() holds everywhere); torchrun's RANK says who prints
+        if os.environ.get("RANK", "0") == "0":
+            print(f"stopped: {err}", file=sys.stderr)
+        return 128 + err.signum  # what a shell reports for a process that the signal ended
     except (ConfigError, CheckpointError, DataSourceError, NonFiniteLossError, FileNotFoundError,
-            FileExistsError, ValueError) as err:
+            FileExistsError, ValueError, distributed.CollectiveTimeoutError) as err:
         if os.environ.get("SSLP_TRACEBACK"):
             raise
         print(f"error: {err}", file=sys.stderr)

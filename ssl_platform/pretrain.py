@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_platform import config, distributed
 from ssl_platform.data.collate import TransformedDataset, count_skipped
-from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
+from ssl_platform.engine.trainer import TrainConfig, fit, own_run_dir, seed_everything
 
 
 @dataclasses.dataclass
@@ -148,27 +148,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     train = config.section(cfg.train, TrainConfig)
     data = config.section(cfg.data, DataConfig)
     monitor = config.section(cfg.monitor, MonitorConfig)
-    device = distributed.init_from_env()
-    seed_everything(train.seed)  # before the method is built: its random init is part of the recipe
-    method = config.instantiate(cfg.method, where="method.")
+    device = distributed.init_from_env(train.collective_timeout_minutes)
     skip_log = Path(train.out_dir) / SKIP_LOG
-    dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."),
-                                 config.instantiate(data.transform, where="data.transform."),
-                                 on_bad_sample=data.on_bad_sample, skip_log=skip_log)
-    collate_fn = config.instantiate(data.collate, where="data.collate.")
-    result = fit(
-        method,
-        dataset,
-        lambda groups: config.instantiate(cfg.optimizer, where="optimizer.", params=groups),
-        train,
-        out_dir=train.out_dir,
-        batch_size=data.batch_size,
-        num_workers=data.num_workers,
-        collate_fn=collate_fn,
-        recipe=config.to_plain(cfg),
-        monitor=build_monitor(monitor, str(device)),
-        monitor_every_epochs=monitor.knn_every_epochs,
-    )
+    # the run directory is held from here: building a method may already write into it (M3AE's tokenizer)
+    with own_run_dir(Path(train.out_dir)):
+        seed_everything(train.seed)  # before the method is built: its random init is part of the recipe
+        method = config.instantiate(cfg.method, where="method.")
+        dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."),
+                                     config.instantiate(data.transform, where="data.transform."),
+                                     on_bad_sample=data.on_bad_sample, skip_log=skip_log)
+        collate_fn = config.instantiate(data.collate, where="data.collate.")
+        result = fit(
+            method,
+            dataset,
+            lambda groups: config.instantiate(cfg.optimizer, where="optimizer.", params=groups),
+            train,
+            out_dir=train.out_dir,
+            batch_size=data.batch_size,
+            num_workers=data.num_workers,
+            collate_fn=collate_fn,
+            recipe=config.to_plain(cfg),
+            monitor=build_monitor(monitor, str(device)),
+            monitor_every_epochs=monitor.knn_every_epochs,
+        )
     skipped = count_skipped(skip_log)
     if skipped and distributed.is_main():
         print(f"[ssl_platform] data.on_bad_sample=skip: {skipped} bad samples were replaced by the next good one; "

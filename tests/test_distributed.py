@@ -140,3 +140,28 @@ def test_two_process_debug_recipe_trains_and_resumes_to_the_same_weights(tmp_pat
     if name in ("ijepa", "tjepa"):
         # the export is the EMA target, which lags the context encoder it follows
         assert any(not torch.equal(a[k], state[f"context_encoder.{k}"]) for k in a)
+
+
+def test_collective_timeout_comes_from_the_argument_then_the_environment_then_ten_minutes(monkeypatch):
+    from ssl_platform.distributed import ENV_TIMEOUT, collective_timeout_minutes
+
+    monkeypatch.delenv(ENV_TIMEOUT, raising=False)
+    assert collective_timeout_minutes() == 10.0
+    monkeypatch.setenv(ENV_TIMEOUT, "2.5")
+    assert collective_timeout_minutes() == 2.5
+    assert collective_timeout_minutes(0.5) == 0.5
+    for bad in ("abc", "0", "-1", "inf", "nan"):
+        monkeypatch.setenv(ENV_TIMEOUT, bad)
+        with pytest.raises(ValueError, match=rf"{ENV_TIMEOUT}='{bad}' is not a positive number of minutes"):
+            collective_timeout_minutes()
+
+
+def test_gloo_and_nccl_failures_count_as_collective_failures_and_model_errors_do_not():
+    from ssl_platform.distributed import ProgressRecords, is_collective_failure
+
+    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting "
+                        "3000ms for recv operation to complete")
+    assert is_collective_failure(gloo)
+    assert is_collective_failure(torch.distributed.DistBackendError("NCCL communicator was aborted"))
+    assert not is_collective_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x2)"))
+    assert ProgressRecords().explain(gloo) is None, "one process has no other rank to name"

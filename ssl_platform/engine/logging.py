@@ -2,15 +2,29 @@
 
 Only rank 0 writes. On resume, rows past the checkpoint's step (written by the run that died after
 its last checkpoint) are dropped and TensorBoard purges them too, so the logs read as one run.
+
+How each file survives a crash:
+  - the truncation on resume rewrites metrics.jsonl atomically (temp file, fsync, rename), and only
+    when a row is dropped: a run resumed at its last step leaves the file untouched;
+  - each row (far smaller than a page) is appended with a single `write` to a file opened with
+    O_APPEND, so a killed process leaves whole rows: the write happens entirely or not at all. A
+    power cut (or a full disk) can still tear the last line; the next resume drops a torn last line;
+  - TensorBoard's event files are append-only records written by TensorBoard itself and cannot be
+    written atomically; a torn record at the end of one is skipped by TensorBoard's reader. The
+    writer is created at the first logged row, so a run that logs nothing (a finished run started
+    again) opens no new event file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ssl_platform import distributed
+from ssl_platform.checkpoint.io import write_atomic
 
 
 class RunLogger:
@@ -24,30 +38,56 @@ class RunLogger:
     def __init__(self, out_dir: str | Path, resume_step: int = 0):
         self.enabled = distributed.is_main()
         self.path = Path(out_dir) / "metrics.jsonl"
+        self.tb_dir = Path(out_dir) / "tb"
+        self.resume_step = resume_step
         self.tb = None
-        if not self.enabled:
-            return
-        self._truncate(resume_step)
-        from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow, and rank 0 only
-
-        self.tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=resume_step + 1 if resume_step else None)
+        if self.enabled:
+            self._truncate(resume_step)
 
     def _truncate(self, resume_step: int) -> None:
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        text = self.path.read_text()
+        lines = [line for line in text.splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                rows.append((line, json.loads(line)))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise ValueError(f"{self.path} line {i + 1} is not JSON; this program only appends whole rows. "
+                                     "Repair or delete that line, then run the same command again.") from None
+                print(f"[ssl_platform] dropping the torn last line of {self.path} (a crash cut it short)",
+                      file=sys.stderr, flush=True)
+        kept = "".join(line + "\n" for line, row in rows if row.get("step", 0) <= resume_step)
+        if kept != text:
+            write_atomic(self.path, kept.encode())
+
+    def _writer(self):
+        if self.tb is None:
+            from torch.utils.tensorboard import SummaryWriter  # imported lazily: slow, and rank 0 only
+
+            # purge_step hides the dropped rows' events in the older event files
+            self.tb = SummaryWriter(str(self.tb_dir), purge_step=self.resume_step + 1 if self.resume_step else None)
+        return self.tb
 
     def log(self, step: int, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         row = {"step": step, **row}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        data = (json.dumps(row) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            written = os.write(fd, data)  # one write: the row is in the file whole or not at all
+        finally:
+            os.close(fd)
+        if written != len(data):  # only a full disk makes a regular file take less
+            raise OSError(f"could not append a whole row to {self.path} ({written} of {len(data)} bytes); "
+                          "is the disk full?")
+        tb = self._writer()
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)):
-                self.tb.add_scalar(key, value, step)
+                tb.add_scalar(key, value, step)
 
     def flush(self) -> None:
         if self.tb is not None:

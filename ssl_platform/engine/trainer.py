@@ -3,6 +3,10 @@
 `fit` owns the mechanics: process group and DDP, devices and precision, the per-step lr and
 weight-decay schedules, gradient accumulation and clipping, logging, atomic checkpoints and exact
 resumption, and the backbone export. The method owns the math (`forward` returns the loss).
+
+A run owns its directory: rank 0 holds `hold_run_lock` on it throughout. SIGINT, SIGTERM and SIGUSR1
+end the run after the current optimizer step with a checkpoint (`RunInterrupted`), on every rank at
+the same step; a collective that times out names the ranks it waited for (`CollectiveTimeoutError`).
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import contextlib
 import dataclasses
 import itertools
 import random
+import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +32,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ssl_platform import distributed
+from ssl_platform.checkpoint.io import (
+    CheckpointError,
+    export_backbone,
+    load_checkpoint,
+    load_state_strict,
+    read_backbone_metadata,
+    save_checkpoint,
+    write_atomic,
+)
+from ssl_platform.checkpoint.run_lock import RunLockedError, hold_run_lock
 from ssl_platform.config import option
-from ssl_platform.checkpoint.io import export_backbone, load_checkpoint, load_state_strict, save_checkpoint
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
 from ssl_platform.engine.logging import RunLogger
@@ -34,7 +50,16 @@ from ssl_platform.engine.optim import param_groups, scale_lr
 from ssl_platform.engine.schedules import cosine, warmup_cosine
 
 # recipe keys that may change between a run and its resumption: they do not change the result
-RESUME_MAY_CHANGE = ("train.max_steps", "train.resume")
+# (how often a run saves or logs, or how long a collective may wait, leaves the weights alone)
+# (data.on_bad_sample: after a run stopped at a bad file, resuming it with `skip` is the fix; the
+# samples it trained on before are the same either way)
+RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
+                     "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample")
+# what a batch queue, a terminal's Ctrl-C or torchrun sends to ask a run to stop
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# write_atomic's temp files (`.<name>.<8 random characters>.tmp`), left behind by a save that was killed
+_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+_clock = time.monotonic  # rank 0's clock for train.save_every_minutes (a module attribute: tests replace it)
 
 
 @dataclasses.dataclass
@@ -61,11 +86,82 @@ class TrainConfig:
     out_dir: str | None = None  # default runs/<name>
     resume: str = "auto"  # auto: continue from <out_dir>/checkpoints/last.pt if present | never | a path
     save_every_steps: int = option(500, ge=1)
+    save_every_minutes: float | None = option(None, gt=0)  # also save once this long passed since the last save
     log_every_steps: int = option(10, ge=1)
+    # a collective waiting longer fails, naming the ranks it waited for; None: $SSLP_COLLECTIVE_TIMEOUT_MINUTES, else 10
+    collective_timeout_minutes: float | None = option(None, gt=0)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last good checkpoint is kept untouched."""
+
+
+class RunInterrupted(Exception):
+    """The run stopped on SIGINT, SIGTERM or SIGUSR1 after saving a checkpoint; the same command resumes it.
+
+    Attributes:
+        signum: the signal received.
+        step: the step the saved checkpoint holds.
+        out_dir: the run directory.
+    """
+
+    def __init__(self, signum: int, step: int, out_dir: str | Path):
+        self.signum, self.step, self.out_dir = signum, step, Path(out_dir)
+        super().__init__(
+            f"interrupted by {signal.Signals(signum).name} at step {step}: checkpoint saved to "
+            f"{self.out_dir / 'checkpoints' / 'last.pt'}; run the same command again to resume"
+        )
+
+
+class _StopRequest:
+    """The first stop signal received while training (0: none yet)."""
+
+    signum = 0
+
+
+@contextlib.contextmanager
+def _catch_stop_signals() -> Iterator[_StopRequest]:
+    """While a run trains, SIGINT, SIGTERM and SIGUSR1 ask it to stop after the current optimizer step
+    (saving a checkpoint) instead of killing it.
+
+    Later signals are ignored: the stop under way ends in an atomic save, and SIGKILL still stops a
+    run at once (losing only the steps since the last checkpoint). Handlers are installed only in
+    the main thread (the only one Python lets set them); the previous ones are put back on exit.
+    """
+    request = _StopRequest()
+
+    def note(signum: int, frame: Any) -> None:
+        # only a flag: the loop acts on it between steps, never halfway through one or through a save
+        request.signum = request.signum or signum
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            # None: a handler set outside Python, which cannot be put back; the default is the closest
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # data loader workers are in the trainer's process group, so a terminal's Ctrl-C, torchrun's
+    # killpg and Slurm signal them too; they must live on until the trainer has saved (it stops them)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _stop_workers(batches: Any) -> None:
+    """Shut an epoch's loader workers down now, also when the epoch ends in an exception.
+
+    The workers ignore the stop signals (`_ignore_stop_signals`), so multiprocessing's exit handler,
+    which SIGTERMs and then joins them, would wait forever for workers of an iterator that an
+    exception's traceback keeps alive. `_shutdown_workers` is torch's own (private) clean stop.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def seed_everything(seed: int) -> None:
@@ -174,6 +270,7 @@ def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_s
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
         # the DataLoader from consuming the training RNG when it starts an epoch
         "generator": torch.Generator().manual_seed(cfg.seed),
+        "worker_init_fn": _ignore_stop_signals,
     }
     make = getattr(method, "make_batch_sampler", None)
     if callable(make):
@@ -214,9 +311,65 @@ def fit(
 
     Returns:
         {"step", "epoch", "out_dir", "last": last logged metrics}.
+
+    Raises:
+        RunLockedError: another live run writes into `out_dir`.
+        RunInterrupted: SIGINT, SIGTERM or SIGUSR1 arrived; a checkpoint of the step it names was saved.
+        CollectiveTimeoutError: some ranks did not join a collective within
+            `cfg.collective_timeout_minutes` (the message names them).
+        NonFiniteLossError: the loss became NaN or inf; the last good checkpoint is kept.
     """
-    device = distributed.init_from_env()
-    world, out_dir = distributed.world_size(), Path(out_dir)
+    device = distributed.init_from_env(cfg.collective_timeout_minutes)
+    out_dir = Path(out_dir)
+    progress = distributed.ProgressRecords()
+    with own_run_dir(out_dir), _catch_stop_signals() as stop:
+        try:
+            return _train(method, dataset, make_optimizer, cfg, device=device, out_dir=out_dir, batch_size=batch_size,
+                          num_workers=num_workers, collate_fn=collate_fn, recipe=recipe, monitor=monitor,
+                          monitor_every_epochs=monitor_every_epochs, stop=stop, progress=progress)
+        except RuntimeError as err:
+            # a collective that failed because some rank never joined it: say which rank, not only
+            # that "a recv timed out"
+            explained = progress.explain(err)
+            if explained is None:
+                raise
+            raise explained from err
+
+
+@contextlib.contextmanager
+def own_run_dir(out_dir: Path, what: str = "training run") -> Iterator[None]:
+    """Rank 0 holds the run lock for the whole run and removes the leftovers of killed saves; every
+    rank raises when it could not (they would otherwise wait for rank 0 in their first collective)."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if distributed.is_main():
+            try:
+                held.enter_context(hold_run_lock(out_dir, what))
+            except RunLockedError as err:
+                refused = str(err)
+            else:
+                _remove_leftovers(out_dir)
+        refused = distributed.broadcast_object(refused)
+        if refused is not None:
+            raise RunLockedError(refused)
+        yield
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete the temp files of saves killed mid-write; the files they were to replace are intact."""
+    for folder in (out_dir, out_dir / "checkpoints"):
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if _LEFTOVER.fullmatch(path.name) and path.is_file():
+                path.unlink()
+                print(f"[ssl_platform] removed {path}, the temp file of a save that was interrupted", flush=True)
+
+
+def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: TrainConfig, *, device: torch.device,
+           out_dir: Path, batch_size: int, num_workers: int, collate_fn: Callable | None, recipe: dict | None,
+           monitor: Callable | None, monitor_every_epochs: int, stop: _StopRequest,
+           progress: distributed.ProgressRecords) -> dict[str, Any]:
+    """`fit`'s loop, once the run directory is held and the stop signals are caught."""
+    world = distributed.world_size()
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     if cfg.accum_steps < 1:
         raise ValueError(f"train.accum_steps must be >= 1, got {cfg.accum_steps}")
@@ -268,18 +421,30 @@ def fit(
               f"peak lr {max(g['peak_lr'] for g in optimizer.param_groups):.4g}; {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps in all" + (f", resuming at step {step}" if state else ""), flush=True)
     logger = RunLogger(out_dir, resume_step=step)
+    start_step = saved_step = step
+    last_save = _clock()
 
     def save() -> None:
         rng = distributed.all_gather_object(_rng_state())
         if distributed.is_main():
-            save_checkpoint(out_dir / "checkpoints" / "last.pt", {
-                "method": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "step": step, "epoch": epoch, "micro_in_epoch": micro_done, "rng": rng,
-                "world_size": world, "recipe": recipe, "method_class": type(method).__qualname__,
-            })
+            path = out_dir / "checkpoints" / "last.pt"
+            try:
+                save_checkpoint(path, {
+                    "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "micro_in_epoch": micro_done,
+                    "rng": rng, "world_size": world, "recipe": recipe, "method_class": type(method).__qualname__,
+                })
+            except OSError as err:  # write_atomic removed its temp file; the previous last.pt is untouched
+                kept = f"the checkpoint of step {saved_step} is kept" if path.exists() else "no checkpoint was kept"
+                raise CheckpointError(
+                    f"could not save {path} at step {step}: {err.strerror or err}; {kept}. Free space on that disk "
+                    "(or lift the quota or file-size limit, or set train.out_dir elsewhere), then run the same "
+                    "command again to resume."
+                ) from err
         distributed.barrier()
 
     stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
+    save_s = None if cfg.save_every_minutes is None else cfg.save_every_minutes * 60
     last: dict[str, float] = {}
     sums: dict[str, torch.Tensor] = {}
     seen, n_micro, t0 = 0, 0, time.perf_counter()
@@ -295,52 +460,62 @@ def fit(
                     f"epoch {epoch} has {sampler.batches_per_epoch(batch_size)} batches, not the {micro_per_epoch} "
                     "the lr schedule was built for; a method's batch sampler must keep the epoch length fixed"
                 )
-            batches = itertools.islice(loader, steps_per_epoch * cfg.accum_steps - micro_done)
-            for batch in batches:
-                micro_done += 1
-                last_micro = micro_done % cfg.accum_steps == 0
-                batch = to_device(batch, device, cfg.channels_last)
-                sync = contextlib.nullcontext() if last_micro or world == 1 else model.no_sync()
-                with sync:
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        out = model(batch)
-                    loss = out["loss"]
-                    _check_finite(loss, step, epoch, out_dir)
-                    scaler.scale(loss / cfg.accum_steps).backward()
-                for k, v in out.items():
-                    if isinstance(v, torch.Tensor) and v.ndim == 0:
-                        sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
-                seen, n_micro = seen + batch_size * world, n_micro + 1
-                if not last_micro:
-                    continue
-                lr, wd = _apply_schedules(optimizer, cfg, step, total_steps, warmup_steps)
-                _optimizer_step(method, optimizer, scaler, cfg.clip_grad)
-                step += 1
-                method.on_step_end(step / total_steps)
-                bar.update(1)
-                if step % cfg.log_every_steps == 0 or step == stop_at:
-                    last = _log(logger, sums, n_micro, step, epoch, lr, wd, seen, time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}",
-                                    samples_s=f"{last['samples_per_s']:.0f}", refresh=False)
-                    sums, seen, n_micro, t0 = {}, 0, 0, time.perf_counter()
-                if step % cfg.save_every_steps == 0 or step == stop_at:
-                    save()
-                if step >= stop_at:
-                    break
+            epoch_iter = iter(loader)
+            try:
+                batches = itertools.islice(epoch_iter, steps_per_epoch * cfg.accum_steps - micro_done)
+                for batch in batches:
+                    micro_done += 1
+                    last_micro = micro_done % cfg.accum_steps == 0
+                    progress.update(step + 1)
+                    batch = to_device(batch, device, cfg.channels_last)
+                    sync = contextlib.nullcontext() if last_micro or world == 1 else model.no_sync()
+                    with sync:
+                        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                            out = model(batch)
+                        loss = out["loss"]
+                        save_due = save_s is not None and distributed.is_main() and _clock() - last_save >= save_s
+                        signum, save_due = _agree(loss, stop.signum, save_due, step, epoch, out_dir)
+                        scaler.scale(loss / cfg.accum_steps).backward()
+                    for k, v in out.items():
+                        if isinstance(v, torch.Tensor) and v.ndim == 0:
+                            sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+                    seen, n_micro = seen + batch_size * world, n_micro + 1
+                    if not last_micro:
+                        continue
+                    lr, wd = _apply_schedules(optimizer, cfg, step, total_steps, warmup_steps)
+                    _optimizer_step(method, optimizer, scaler, cfg.clip_grad)
+                    step += 1
+                    method.on_step_end(step / total_steps)
+                    bar.update(1)
+                    if step % cfg.log_every_steps == 0 or step == stop_at:
+                        last = _log(logger, sums, n_micro, step, epoch, lr, wd, seen, time.perf_counter() - t0)
+                        bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}",
+                                        samples_s=f"{last['samples_per_s']:.0f}", refresh=False)
+                        sums, seen, n_micro, t0 = {}, 0, 0, time.perf_counter()
+                    # the flags of the cycle's last micro-step decide, identical on every rank
+                    if step % cfg.save_every_steps == 0 or step == stop_at or save_due or signum:
+                        if signum and step < stop_at and distributed.is_main():
+                            print(f"[ssl_platform] {signal.Signals(signum).name}: saving a checkpoint at step {step}, "
+                                  "then stopping", flush=True)
+                        save()
+                        saved_step, last_save = step, _clock()
+                    if step >= stop_at:
+                        break
+                    if signum:
+                        raise RunInterrupted(signum, step, out_dir)
+            finally:
+                _stop_workers(epoch_iter)
             if micro_done >= steps_per_epoch * cfg.accum_steps:
                 if monitor is not None and monitor_every_epochs and (epoch + 1) % monitor_every_epochs == 0:
                     _run_monitor(monitor, method, epoch, step, logger)
                 epoch, micro_done = epoch + 1, 0
-        # completed epochs from the step alone: a finished run resumed at its last step (which skips
-        # the loop) must export a file identical to the first export, byte for byte (its sha256
-        # identifies it, e.g. to G-SimCLR's pseudo-labels)
+        # completed epochs from the step alone, whether or not this call trained
         epoch = step // steps_per_epoch
-        if distributed.is_main():
-            from ssl_platform.evaluation.report import git_sha  # the code that trained it, for the zoo card
-
-            export_backbone(method.backbone, out_dir / "backbone.safetensors",
-                            {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
-                             "git_sha": git_sha()})
+        export = out_dir / "backbone.safetensors"
+        # a finished run started again (no step trained here) keeps its export untouched: its sha256
+        # identifies it (e.g. to G-SimCLR's pseudo-labels), and its git_sha is the code that trained it
+        if distributed.is_main() and (step > start_step or not _exported_at(export, step)):
+            _export(method.backbone, export, step, epoch, recipe)
         distributed.barrier()
     finally:
         bar.close()
@@ -367,8 +542,33 @@ def _build_optimizer(method: nn.Module, make_optimizer: Callable, global_batch: 
 
 def _start_run_dir(out_dir: Path, recipe: dict | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if recipe is not None:
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(recipe)))
+    if recipe is None:
+        return
+    path, data = out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(recipe)).encode()
+    # the same command run again leaves the file as it was, modification time included
+    if not (path.is_file() and path.read_bytes() == data):
+        write_atomic(path, data)
+
+
+def _exported_at(path: Path, step: int) -> bool:
+    """Whether `path` already holds the backbone export of `step` (a finished run started again)."""
+    try:
+        return path.is_file() and read_backbone_metadata(path).get("step") == step
+    except CheckpointError:  # unreadable: export again
+        return False
+
+
+def _export(backbone: nn.Module, path: Path, step: int, epoch: int, recipe: dict | None) -> None:
+    from ssl_platform.evaluation.report import git_sha  # the code that trained it, for the zoo card
+
+    try:
+        export_backbone(backbone, path, {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
+                                         "git_sha": git_sha()})
+    except OSError as err:  # write_atomic removed its temp file
+        raise CheckpointError(
+            f"could not export {path} at step {step}: {err.strerror or err}; the checkpoint of that step is "
+            "intact. Free space on that disk, then run the same command again: it exports without training."
+        ) from err
 
 
 def _optimizer_step(method: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -381,10 +581,22 @@ def _optimizer_step(method: nn.Module, optimizer: torch.optim.Optimizer, scaler:
     optimizer.zero_grad(set_to_none=True)
 
 
-def _check_finite(loss: torch.Tensor, step: int, epoch: int, out_dir: Path) -> None:
-    # one scalar all-reduce: every rank must stop together, or the others hang in the next collective
-    bad = distributed.all_reduce_max((~torch.isfinite(loss.detach())).float())
-    if bad.item() > 0:
+def _agree(loss: torch.Tensor, signum: int, save_due: bool, step: int, epoch: int, out_dir: Path) -> tuple[int, bool]:
+    """What every rank must act on together, in the one all-reduce (max) each micro-step makes anyway:
+    [loss not finite on some rank, stop signal some rank received (0: none), rank 0's clock says save].
+
+    Returns:
+        (the agreed signal number or 0, whether a save is due).
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or inf on some rank (every rank raises at the same step).
+    """
+    # ranks acting alone would leave the others waiting in the next collective until it times out
+    full = {"device": loss.device, "dtype": torch.float32}
+    flags = torch.stack([(~torch.isfinite(loss.detach())).float(), torch.full((), float(signum), **full),
+                         torch.full((), float(save_due), **full)])
+    bad, agreed, due = distributed.all_reduce_max(flags).tolist()  # the one host sync per micro-step
+    if bad > 0:
         last = out_dir / "checkpoints" / "last.pt"
         kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been written yet"
         raise NonFiniteLossError(
@@ -392,6 +604,7 @@ def _check_finite(loss: torch.Tensor, step: int, epoch: int, out_dir: Path) -> N
             f"{kept}. Lower the optimizer lr, set "
             "train.clip_grad, or use train.precision=fp32, then run the same command again to resume."
         )
+    return int(agreed), due > 0
 
 
 def _apply_schedules(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, total: int,

@@ -78,6 +78,7 @@ from ssl_platform import config, distributed
 from ssl_platform.checkpoint.io import write_atomic
 from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import balanced_subset
+from ssl_platform.engine.trainer import own_run_dir
 from ssl_platform.evaluation import knn as knn_lib
 from ssl_platform.evaluation import linear as linear_lib
 from ssl_platform.evaluation import multilabel as multilabel_lib
@@ -732,30 +733,31 @@ def run_suite(
         The rows written to results.jsonl.
     """
     out_dir = Path(out_dir)
-    results = out_dir / RESULTS_FILE
-    if results.exists() and not overwrite:
-        raise FileExistsError(
-            f"{results} already exists; pass another out_dir=..., or overwrite=true to replace it "
-            "(appending would mix two runs)"
-        )
-    distributed.barrier()  # every rank has seen the old file before rank 0 removes it
-    if distributed.is_main():
-        if results.exists():
-            results.unlink()
-            for old in ("runs", "plots"):  # fine-tuning runs and plots of the replaced results
-                shutil.rmtree(out_dir / old, ignore_errors=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_dir / "suite.yaml", OmegaConf.to_yaml(suite_cfg, resolve=True).encode())
-    distributed.barrier()
-    suite = Suite.from_config(suite_cfg)
-    rows = []
-    for name, task in suite_cfg.tasks.items():
-        task_rows = run_task(str(name), config.section(task, TaskConfig), suite, backbone, backbone_name, device,
-                             out_dir, backbone_sha256, method_spec)
+    with own_run_dir(out_dir, "evaluation run"):  # a second eval into out_dir would mix results.jsonl
+        results = out_dir / RESULTS_FILE
+        if results.exists() and not overwrite:
+            raise FileExistsError(
+                f"{results} already exists; pass another out_dir=..., or overwrite=true to replace it "
+                "(appending would mix two runs)"
+            )
+        distributed.barrier()  # every rank has seen the old file before rank 0 removes it
         if distributed.is_main():
-            append_rows(results, task_rows)
-        rows += task_rows
-    if distributed.is_main():
-        write_report(out_dir, rows)
-    distributed.barrier()
-    return rows
+            if results.exists():
+                results.unlink()
+                for old in ("runs", "plots"):  # fine-tuning runs and plots of the replaced results
+                    shutil.rmtree(out_dir / old, ignore_errors=True)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(out_dir / "suite.yaml", OmegaConf.to_yaml(suite_cfg, resolve=True).encode())
+        distributed.barrier()
+        suite = Suite.from_config(suite_cfg)
+        rows = []
+        for name, task in suite_cfg.tasks.items():
+            task_rows = run_task(str(name), config.section(task, TaskConfig), suite, backbone, backbone_name, device,
+                                 out_dir, backbone_sha256, method_spec)
+            if distributed.is_main():
+                append_rows(results, task_rows)
+            rows += task_rows
+        if distributed.is_main():
+            write_report(out_dir, rows)
+        distributed.barrier()
+        return rows

@@ -34,6 +34,7 @@ def pretrain(images: Path, out: Path, *extra: str) -> subprocess.CompletedProces
     path = out.parent / "folder_recipe.yaml"
     OmegaConf.save(recipe, path)
     args = [sys.executable, "-m", "ssl_platform", "pretrain", str(path), "data.batch_size=8", "train.max_steps=8",
+            "data.num_workers=2",
             f"train.out_dir={out}", *extra]
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -1,0 +1,48 @@
+"""Running a finished run's command again changes no file of its directory and adds none.
+
+Before issue 21 a re-run rewrote config.yaml, opened a new TensorBoard event file and exported
+backbone.safetensors again (with the git sha of whatever code re-ran it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from toy_run import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_run_leaves_every_file_byte_for_byte(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml", "train.max_steps=3",
+           f"train.out_dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    first = snapshot(out)
+    assert {"config.yaml", "metrics.jsonl", "checkpoints/last.pt", "backbone.safetensors"} <= set(first)
+    assert any(name.startswith("tb/") for name in first)
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert f"done: step 3, run directory {out}" in again.stdout
+    assert snapshot(out) == first
+
+
+def test_training_again_after_the_last_step_leaves_the_directory_as_it_was(tmp_path):
+    train(tmp_path / "run", max_steps=4)
+    first = snapshot(tmp_path / "run")
+    _, result = train(tmp_path / "run", max_steps=4)
+    assert result["step"] == 4
+    assert snapshot(tmp_path / "run") == first
