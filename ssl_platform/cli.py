@@ -264,13 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     Set SSLP_TRACEBACK=1 to see the traceback as well.
     """
     args = build_parser().parse_args(argv)
-    from ssl_platform import config, distributed
+    from ssl_platform import distributed, trust
     from ssl_platform.checkpoint.io import CheckpointError
     from ssl_platform.data.prepare import DataSourceError
-    from ssl_platform.engine.trainer import NonFiniteLossError, RunInterrupted
+    from ssl_platform.engine.preemption import RunInterrupted
+    from ssl_platform.engine.trainer import NonFiniteLossError
 
     try:
-        config.allow_components(getattr(args, "allow_components", []))
+        trust.allow_components(getattr(args, "allow_components", []))
         return args.fn(args)
     except RunInterrupted as err:
         # the process group is gone by now (is_main() holds everywhere); torchrun's RANK says who prints

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from ssl_platform import config, pretrain
 from ssl_platform.config import ConfigError
+from ssl_platform.engine.trainer import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "recipes" / "simclr" / "debug.yaml"
@@ -46,6 +47,7 @@ DEBUG = ROOT / "recipes" / "simclr" / "debug.yaml"
     ("optimizer.lr=abc", r"optimizer\.lr='abc' is not a valid value: expected float"),
     ("optimizer.lr=-1", r"optimizer: lightly\.utils\.lars\.LARS\(optimizer\.lr=-1, .*\) refused its arguments: Invalid learning rate"),
     ("optimizer.lr=.inf", r"optimizer\.lr=inf is not a valid value: expected float"),
+    ("optimizer.weight_decay=3.4e38", r"optimizer\.weight_decay=3\.4e\+38 is out of range: no float setting"),
     ("optimizer.momentum=[1,2]", r"optimizer\.momentum=\[1, 2\] is not a valid value: expected float"),
     ("method.temperature=hot", r"method\.temperature='hot' is not a valid value: expected float"),
     ("method.small_input=3", r"method\.small_input=3 is not a valid value: expected bool"),
@@ -110,7 +112,9 @@ def _names(key: str, message: str) -> bool:
     return key in message or f"{prefix}.'{last}'" in message or f"'{key}'" in message
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI draws the same examples every run (a fuzz find must not make CI flaky); to explore,
+# run with `--hypothesis-seed=random` after removing it, or raise max_examples
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(KEYS), value=VALUES)
 def test_fuzzed_override_passes_or_names_its_key(key, value):
     try:
@@ -128,7 +132,7 @@ TRAIN_KEYS = [k for k in KEYS if k.startswith(("train.", "optimizer.", "data.bat
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(TRAIN_KEYS), value=VALUES)
 def test_fuzzed_training_value_that_passes_trains(key, value, tmp_path_factory):
     """A value the check lets through must train: two steps, a finite loss, or a ConfigError naming it."""
@@ -143,5 +147,9 @@ def test_fuzzed_training_value_that_passes_trains(key, value, tmp_path_factory):
         result = pretrain.run(cfg)
     except ConfigError as err:
         assert _names(key, str(err)) or key.split(".")[-1] in str(err), f"{key}={value!r}: {err}"
+        return
+    except NonFiniteLossError as err:
+        # a legal but huge lr or weight decay diverges: the engine stops before the update and says so
+        assert "Lower the optimizer lr" in str(err) and key.startswith(("optimizer.", "train.")), f"{key}={value!r}"
         return
     assert result["step"] >= 1

@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from ssl_platform import config, pretrain
+from ssl_platform import config, pretrain, trust
 from ssl_platform.checkpoint.io import CheckpointError, load_backbone, load_checkpoint, load_run_method
 from ssl_platform.config import ConfigError
 from ssl_platform.evaluation.suite import load_suite
@@ -111,8 +111,8 @@ def user_package(tmp_path, monkeypatch):
         "    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(config.ENV_ALLOW, raising=False)
-    monkeypatch.setattr(config, "_allowed_by_user", set())
+    monkeypatch.delenv(trust.ENV_ALLOW, raising=False)
+    monkeypatch.setattr(trust, "_allowed_by_user", set())
     return marker
 
 
@@ -121,13 +121,13 @@ def test_user_code_needs_the_users_permission_and_is_not_imported_before(user_pa
     with pytest.raises(ConfigError, match="--allow-components mylab"):
         pretrain.load_recipe(DEBUG, override)
     assert not user_package.exists(), "the user module was imported before the trust check"
-    config.allow_components(["mylab"])
+    trust.allow_components(["mylab"])
     cfg = pretrain.load_recipe(DEBUG, override)
     assert cfg.data.dataset._component_ == "mylab.data.MyDigits" and user_package.exists()
 
 
 def test_user_code_allowed_by_environment(user_package, monkeypatch):
-    monkeypatch.setenv(config.ENV_ALLOW, "other, mylab.data")
+    monkeypatch.setenv(trust.ENV_ALLOW, "other, mylab.data")
     pretrain.load_recipe(DEBUG, ["data.dataset._component_=mylab.data.MyDigits"])
 
 
@@ -143,9 +143,9 @@ def test_a_recipe_cannot_allow_components_itself(tmp_path):
 
 @pytest.mark.parametrize("bad", ["my-lab", " ", "a..b", "os;rm"])
 def test_allow_components_checks_its_names(bad, monkeypatch):
-    monkeypatch.setattr(config, "_allowed_by_user", set())
-    with pytest.raises(ConfigError, match="is not a dotted package name"):
-        config.allow_components([bad])
+    monkeypatch.setattr(trust, "_allowed_by_user", set())
+    with pytest.raises(trust.UntrustedError, match="is not a dotted package name"):
+        trust.allow_components([bad])
 
 
 # ---- suites
