@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_platform import config, distributed
 from ssl_platform.data.collate import TransformedDataset, count_skipped
-from ssl_platform.engine.trainer import TrainConfig, fit, own_run_dir, seed_everything
+from ssl_platform.engine.run_dir import own_run_dir
+from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
 
 
 @dataclasses.dataclass

@@ -1,12 +1,13 @@
 """The one training loop. Every method trains through `fit`; nothing here knows which method it is.
 
 `fit` owns the mechanics: process group and DDP, devices and precision, the per-step lr and
-weight-decay schedules, gradient accumulation and clipping, logging, atomic checkpoints and exact
-resumption, and the backbone export. The method owns the math (`forward` returns the loss).
+weight-decay schedules, gradient accumulation and clipping, logging, when to save a checkpoint and
+what it holds for exact resumption. The method owns the math (`forward` returns the loss).
 
-A run owns its directory: rank 0 holds `hold_run_lock` on it throughout. SIGINT, SIGTERM and SIGUSR1
-end the run after the current optimizer step with a checkpoint (`RunInterrupted`), on every rank at
-the same step; a collective that times out names the ranks it waited for (`CollectiveTimeoutError`).
+What a run does to its directory (the lock, config.yaml, last.pt, the backbone export, whether a
+checkpoint may be resumed) is in `run_dir.py`; the stop signals are in `preemption.py`. Every rank
+acts on a stop signal, a non-finite loss (`NonFiniteLossError`) or rank 0's save clock at the same
+step; a collective that times out names the ranks it waited for (`CollectiveTimeoutError`).
 """
 
 from __future__ import annotations
@@ -15,50 +16,36 @@ import contextlib
 import dataclasses
 import itertools
 import random
-import re
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ssl_platform import distributed
-from ssl_platform.checkpoint.io import (
-    CheckpointError,
-    export_backbone,
-    load_checkpoint,
-    load_state_strict,
-    read_backbone_metadata,
-    save_checkpoint,
-    write_atomic,
-)
-from ssl_platform.checkpoint.run_lock import RunLockedError, hold_run_lock
+from ssl_platform.checkpoint.io import load_state_strict
 from ssl_platform.config import option
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
 from ssl_platform.engine.logging import RunLogger
 from ssl_platform.engine.optim import param_groups, scale_lr
+from ssl_platform.engine.preemption import (
+    RunInterrupted,
+    StopRequest,
+    catch_stop_signals,
+    ignore_stop_signals,
+    stop_workers,
+)
+from ssl_platform.engine.run_dir import export_once, load_resume_state, own_run_dir, save_last, start_run_dir
 from ssl_platform.engine.schedules import cosine, warmup_cosine
 
-# recipe keys that may change between a run and its resumption: they do not change the result
-# (how often a run saves or logs, or how long a collective may wait, leaves the weights alone)
-# (data.on_bad_sample: after a run stopped at a bad file, resuming it with `skip` is the fix; the
-# samples it trained on before are the same either way)
-RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
-                     "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample")
-# what a batch queue, a terminal's Ctrl-C or torchrun sends to ask a run to stop
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-# write_atomic's temp files (`.<name>.<8 random characters>.tmp`), left behind by a save that was killed
-_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _clock = time.monotonic  # rank 0's clock for train.save_every_minutes (a module attribute: tests replace it)
 
 
@@ -94,74 +81,6 @@ class TrainConfig:
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last good checkpoint is kept untouched."""
-
-
-class RunInterrupted(Exception):
-    """The run stopped on SIGINT, SIGTERM or SIGUSR1 after saving a checkpoint; the same command resumes it.
-
-    Attributes:
-        signum: the signal received.
-        step: the step the saved checkpoint holds.
-        out_dir: the run directory.
-    """
-
-    def __init__(self, signum: int, step: int, out_dir: str | Path):
-        self.signum, self.step, self.out_dir = signum, step, Path(out_dir)
-        super().__init__(
-            f"interrupted by {signal.Signals(signum).name} at step {step}: checkpoint saved to "
-            f"{self.out_dir / 'checkpoints' / 'last.pt'}; run the same command again to resume"
-        )
-
-
-class _StopRequest:
-    """The first stop signal received while training (0: none yet)."""
-
-    signum = 0
-
-
-@contextlib.contextmanager
-def _catch_stop_signals() -> Iterator[_StopRequest]:
-    """While a run trains, SIGINT, SIGTERM and SIGUSR1 ask it to stop after the current optimizer step
-    (saving a checkpoint) instead of killing it.
-
-    Later signals are ignored: the stop under way ends in an atomic save, and SIGKILL still stops a
-    run at once (losing only the steps since the last checkpoint). Handlers are installed only in
-    the main thread (the only one Python lets set them); the previous ones are put back on exit.
-    """
-    request = _StopRequest()
-
-    def note(signum: int, frame: Any) -> None:
-        # only a flag: the loop acts on it between steps, never halfway through one or through a save
-        request.signum = request.signum or signum
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
-    try:
-        yield request
-    finally:
-        for sig, handler in previous.items():
-            # None: a handler set outside Python, which cannot be put back; the default is the closest
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    # data loader workers are in the trainer's process group, so a terminal's Ctrl-C, torchrun's
-    # killpg and Slurm signal them too; they must live on until the trainer has saved (it stops them)
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _stop_workers(batches: Any) -> None:
-    """Shut an epoch's loader workers down now, also when the epoch ends in an exception.
-
-    The workers ignore the stop signals (`_ignore_stop_signals`), so multiprocessing's exit handler,
-    which SIGTERMs and then joins them, would wait forever for workers of an iterator that an
-    exception's traceback keeps alive. `_shutdown_workers` is torch's own (private) clean stop.
-    """
-    shutdown = getattr(batches, "_shutdown_workers", None)
-    if callable(shutdown):
-        shutdown()
 
 
 def seed_everything(seed: int) -> None:
@@ -214,49 +133,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
-def recipe_differences(saved: dict, current: dict) -> list[str]:
-    """`key: saved -> current` for every recipe key that differs, except those resumption may change."""
-    a, b = _flatten(saved), _flatten(current)
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE))
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
-
-
-def _load_resume_state(cfg: TrainConfig, out_dir: Path, recipe: dict | None) -> dict | None:
-    last = out_dir / "checkpoints" / "last.pt"
-    if cfg.resume == "never":
-        if last.exists():
-            raise FileExistsError(
-                f"{last} exists and train.resume=never; choose another train.out_dir or delete {out_dir}"
-            )
-        return None
-    path = last if cfg.resume == "auto" else Path(cfg.resume)
-    if cfg.resume == "auto" and not path.exists():
-        return None
-    state = load_checkpoint(path)
-    if recipe is not None and state.get("recipe") is not None:
-        diff = recipe_differences(state["recipe"], recipe)
-        if diff:
-            raise ValueError(
-                f"cannot resume {path}: the recipe changed since it was written ({'; '.join(diff)}). "
-                f"Only {', '.join(RESUME_MAY_CHANGE)} may change; use another train.out_dir for a new run."
-            )
-    if state["world_size"] != distributed.world_size():
-        raise ValueError(
-            f"{path} was written by {state['world_size']} processes and this run has {distributed.world_size()}; "
-            "the data order would change. Resume with the same number of processes, or start a new out_dir."
-        )
-    return state
-
-
 def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
                   collate_fn: Callable | None, device: torch.device, out_dir: Path) -> tuple[DataLoader, Any]:
     """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`).
@@ -270,7 +146,7 @@ def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_s
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
         # the DataLoader from consuming the training RNG when it starts an epoch
         "generator": torch.Generator().manual_seed(cfg.seed),
-        "worker_init_fn": _ignore_stop_signals,
+        "worker_init_fn": ignore_stop_signals,
     }
     make = getattr(method, "make_batch_sampler", None)
     if callable(make):
@@ -322,7 +198,7 @@ def fit(
     device = distributed.init_from_env(cfg.collective_timeout_minutes)
     out_dir = Path(out_dir)
     progress = distributed.ProgressRecords()
-    with own_run_dir(out_dir), _catch_stop_signals() as stop:
+    with own_run_dir(out_dir), catch_stop_signals() as stop:
         try:
             return _train(method, dataset, make_optimizer, cfg, device=device, out_dir=out_dir, batch_size=batch_size,
                           num_workers=num_workers, collate_fn=collate_fn, recipe=recipe, monitor=monitor,
@@ -336,37 +212,9 @@ def fit(
             raise explained from err
 
 
-@contextlib.contextmanager
-def own_run_dir(out_dir: Path, what: str = "training run") -> Iterator[None]:
-    """Rank 0 holds the run lock for the whole run and removes the leftovers of killed saves; every
-    rank raises when it could not (they would otherwise wait for rank 0 in their first collective)."""
-    with contextlib.ExitStack() as held:
-        refused = None
-        if distributed.is_main():
-            try:
-                held.enter_context(hold_run_lock(out_dir, what))
-            except RunLockedError as err:
-                refused = str(err)
-            else:
-                _remove_leftovers(out_dir)
-        refused = distributed.broadcast_object(refused)
-        if refused is not None:
-            raise RunLockedError(refused)
-        yield
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Delete the temp files of saves killed mid-write; the files they were to replace are intact."""
-    for folder in (out_dir, out_dir / "checkpoints"):
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if _LEFTOVER.fullmatch(path.name) and path.is_file():
-                path.unlink()
-                print(f"[ssl_platform] removed {path}, the temp file of a save that was interrupted", flush=True)
-
-
 def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: TrainConfig, *, device: torch.device,
            out_dir: Path, batch_size: int, num_workers: int, collate_fn: Callable | None, recipe: dict | None,
-           monitor: Callable | None, monitor_every_epochs: int, stop: _StopRequest,
+           monitor: Callable | None, monitor_every_epochs: int, stop: StopRequest,
            progress: distributed.ProgressRecords) -> dict[str, Any]:
     """`fit`'s loop, once the run directory is held and the stop signals are caught."""
     world = distributed.world_size()
@@ -374,7 +222,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     if cfg.accum_steps < 1:
         raise ValueError(f"train.accum_steps must be >= 1, got {cfg.accum_steps}")
     amp_dtype = resolve_precision(cfg.precision, device)
-    state = _load_resume_state(cfg, out_dir, recipe)
+    state = load_resume_state(out_dir, cfg.resume, recipe)
 
     if cfg.sync_bn and world > 1:
         if device.type != "cuda":
@@ -416,7 +264,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         model = torch.compile(model)
 
     if distributed.is_main():
-        _start_run_dir(out_dir, recipe)
+        start_run_dir(out_dir, recipe)
         print(f"[ssl_platform] lr rule: {cfg.lr_scaling}, recipe lr x global batch {global_batch}/256 -> "
               f"peak lr {max(g['peak_lr'] for g in optimizer.param_groups):.4g}; {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps in all" + (f", resuming at step {step}" if state else ""), flush=True)
@@ -427,20 +275,11 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     def save() -> None:
         rng = distributed.all_gather_object(_rng_state())
         if distributed.is_main():
-            path = out_dir / "checkpoints" / "last.pt"
-            try:
-                save_checkpoint(path, {
-                    "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "micro_in_epoch": micro_done,
-                    "rng": rng, "world_size": world, "recipe": recipe, "method_class": type(method).__qualname__,
-                })
-            except OSError as err:  # write_atomic removed its temp file; the previous last.pt is untouched
-                kept = f"the checkpoint of step {saved_step} is kept" if path.exists() else "no checkpoint was kept"
-                raise CheckpointError(
-                    f"could not save {path} at step {step}: {err.strerror or err}; {kept}. Free space on that disk "
-                    "(or lift the quota or file-size limit, or set train.out_dir elsewhere), then run the same "
-                    "command again to resume."
-                ) from err
+            save_last(out_dir, {
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "micro_in_epoch": micro_done,
+                "rng": rng, "world_size": world, "recipe": recipe, "method_class": type(method).__qualname__,
+            }, saved_step)
         distributed.barrier()
 
     stop_at = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
@@ -504,18 +343,15 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
                     if signum:
                         raise RunInterrupted(signum, step, out_dir)
             finally:
-                _stop_workers(epoch_iter)
+                stop_workers(epoch_iter)
             if micro_done >= steps_per_epoch * cfg.accum_steps:
                 if monitor is not None and monitor_every_epochs and (epoch + 1) % monitor_every_epochs == 0:
                     _run_monitor(monitor, method, epoch, step, logger)
                 epoch, micro_done = epoch + 1, 0
         # completed epochs from the step alone, whether or not this call trained
         epoch = step // steps_per_epoch
-        export = out_dir / "backbone.safetensors"
-        # a finished run started again (no step trained here) keeps its export untouched: its sha256
-        # identifies it (e.g. to G-SimCLR's pseudo-labels), and its git_sha is the code that trained it
-        if distributed.is_main() and (step > start_step or not _exported_at(export, step)):
-            _export(method.backbone, export, step, epoch, recipe)
+        if distributed.is_main():
+            export_once(method.backbone, out_dir, step, epoch, recipe, trained=step > start_step)
         distributed.barrier()
     finally:
         bar.close()
@@ -538,37 +374,6 @@ def _build_optimizer(method: nn.Module, make_optimizer: Callable, global_batch: 
         group["peak_lr"] = scale_lr(group["lr"], global_batch, rule) * group["lr_scale"]
         group["base_wd"] = group.get("weight_decay", 0.0)
     return optimizer
-
-
-def _start_run_dir(out_dir: Path, recipe: dict | None) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if recipe is None:
-        return
-    path, data = out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(recipe)).encode()
-    # the same command run again leaves the file as it was, modification time included
-    if not (path.is_file() and path.read_bytes() == data):
-        write_atomic(path, data)
-
-
-def _exported_at(path: Path, step: int) -> bool:
-    """Whether `path` already holds the backbone export of `step` (a finished run started again)."""
-    try:
-        return path.is_file() and read_backbone_metadata(path).get("step") == step
-    except CheckpointError:  # unreadable: export again
-        return False
-
-
-def _export(backbone: nn.Module, path: Path, step: int, epoch: int, recipe: dict | None) -> None:
-    from ssl_platform.evaluation.report import git_sha  # the code that trained it, for the zoo card
-
-    try:
-        export_backbone(backbone, path, {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
-                                         "git_sha": git_sha()})
-    except OSError as err:  # write_atomic removed its temp file
-        raise CheckpointError(
-            f"could not export {path} at step {step}: {err.strerror or err}; the checkpoint of that step is "
-            "intact. Free space on that disk, then run the same command again: it exports without training."
-        ) from err
 
 
 def _optimizer_step(method: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

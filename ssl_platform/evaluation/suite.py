@@ -78,7 +78,7 @@ from ssl_platform import config, distributed
 from ssl_platform.checkpoint.io import write_atomic
 from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import balanced_subset
-from ssl_platform.engine.trainer import own_run_dir
+from ssl_platform.engine.run_dir import own_run_dir
 from ssl_platform.evaluation import knn as knn_lib
 from ssl_platform.evaluation import linear as linear_lib
 from ssl_platform.evaluation import multilabel as multilabel_lib

@@ -10,14 +10,9 @@ from torch.utils.data import Dataset
 
 from ssl_platform.checkpoint.io import load_checkpoint
 from ssl_platform.data.collate import TransformedDataset
+from ssl_platform.engine.run_dir import recipe_differences
 from ssl_platform.engine.schedules import warmup_cosine
-from ssl_platform.engine.trainer import (
-    NonFiniteLossError,
-    TrainConfig,
-    fit,
-    recipe_differences,
-    seed_everything,
-)
+from ssl_platform.engine.trainer import NonFiniteLossError, TrainConfig, fit, seed_everything
 from ssl_platform.methods.base import Method
 
 

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from toy_run import train
 
 from ssl_platform.checkpoint.io import load_checkpoint
-from ssl_platform.engine import trainer
-from ssl_platform.engine.trainer import RunInterrupted
+from ssl_platform.engine import run_dir, trainer
+from ssl_platform.engine.preemption import STOP_SIGNALS, RunInterrupted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def send_at(call, signum):
 
 
 def test_signal_mid_accumulation_finishes_the_step_saves_it_and_resumes_to_the_same_weights(tmp_path):
-    before = {s: signal.getsignal(s) for s in trainer.STOP_SIGNALS}
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     train(tmp_path / "straight", accum_steps=2, batch_size=4)
     # call 3 is the first micro-step of step 2: the run completes step 2 (calls 3 and 4), saves it, stops
     calls = []
@@ -55,19 +55,19 @@ def test_signal_mid_accumulation_finishes_the_step_saves_it_and_resumes_to_the_s
     state = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
     assert (state["step"], state["micro_in_epoch"]) == (2, 4)
     assert not (tmp_path / "stopped" / "backbone.safetensors").exists()
-    assert {s: signal.getsignal(s) for s in trainer.STOP_SIGNALS} == before, "fit must put the handlers back"
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before, "fit must put the handlers back"
     train(tmp_path / "stopped", accum_steps=2, batch_size=4)
     assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "stopped"))
 
 
 def test_a_second_signal_during_the_save_is_ignored(tmp_path, monkeypatch):
-    save = trainer.save_checkpoint
+    save = run_dir.save_checkpoint
 
     def save_then_signal_again(path, state):
         os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the checkpoint is written
         save(path, state)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_signal_again)
+    monkeypatch.setattr(run_dir, "save_checkpoint", save_then_signal_again)
     with pytest.raises(RunInterrupted, match="interrupted by SIGTERM at step 3") as stopped:
         train(tmp_path / "r", hook=send_at(3, signal.SIGTERM))
     assert stopped.value.signum == signal.SIGTERM
@@ -79,8 +79,8 @@ def test_save_every_minutes_saves_when_rank_zeros_clock_says_so(tmp_path, monkey
     calls = []
     monkeypatch.setattr(trainer, "_clock", lambda: 60.0 * len(calls))  # each forward takes "a minute"
     saved = []
-    save = trainer.save_checkpoint
-    monkeypatch.setattr(trainer, "save_checkpoint", lambda path, state: (saved.append(state["step"]), save(path, state)))
+    save = run_dir.save_checkpoint
+    monkeypatch.setattr(run_dir, "save_checkpoint", lambda path, state: (saved.append(state["step"]), save(path, state)))
     train(tmp_path / "r", hook=calls.append, max_steps=7, save_every_minutes=2.5)
     # 3 "minutes" after the start, 3 after the save at step 3, and the last step
     assert saved == [3, 6, 7]

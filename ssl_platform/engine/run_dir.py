@@ -1,0 +1,188 @@
+"""What a run does to its directory: owns it, cleans it, resumes from it and writes its files.
+
+A run owns its directory: rank 0 holds `hold_run_lock` on it throughout (`own_run_dir`) and removes
+the temp files of saves that were killed mid-write. The directory holds `config.yaml` (the resolved
+recipe), `checkpoints/last.pt` (written atomically by `save_last`; a full disk keeps the previous
+one) and `backbone.safetensors` (the export). A run started again resumes from `last.pt` only if
+its recipe differs in nothing but `RESUME_MAY_CHANGE`, and a finished run started again changes no
+file: config.yaml and the export are written only when their contents change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from ssl_platform import distributed
+from ssl_platform.checkpoint.io import (
+    CheckpointError,
+    export_backbone,
+    load_checkpoint,
+    read_backbone_metadata,
+    save_checkpoint,
+    write_atomic,
+)
+from ssl_platform.checkpoint.run_lock import RunLockedError, hold_run_lock
+
+# recipe keys that may change between a run and its resumption: they do not change the result
+# (how often a run saves or logs, or how long a collective may wait, leaves the weights alone)
+# (data.on_bad_sample: after a run stopped at a bad file, resuming it with `skip` is the fix; the
+# samples it trained on before are the same either way)
+RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
+                     "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample")
+# write_atomic's temp files (`.<name>.<8 random characters>.tmp`), left behind by a save that was killed
+_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+@contextlib.contextmanager
+def own_run_dir(out_dir: Path, what: str = "training run") -> Iterator[None]:
+    """Rank 0 holds the run lock for the whole run and removes the leftovers of killed saves; every
+    rank raises when it could not (they would otherwise wait for rank 0 in their first collective)."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if distributed.is_main():
+            try:
+                held.enter_context(hold_run_lock(out_dir, what))
+            except RunLockedError as err:
+                refused = str(err)
+            else:
+                _remove_leftovers(out_dir)
+        refused = distributed.broadcast_object(refused)
+        if refused is not None:
+            raise RunLockedError(refused)
+        yield
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete the temp files of saves killed mid-write; the files they were to replace are intact."""
+    for folder in (out_dir, out_dir / "checkpoints"):
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if _LEFTOVER.fullmatch(path.name) and path.is_file():
+                path.unlink()
+                print(f"[ssl_platform] removed {path}, the temp file of a save that was interrupted", flush=True)
+
+
+def start_run_dir(out_dir: Path, recipe: dict | None) -> None:
+    """Create `out_dir` and write the resolved recipe to its config.yaml (rank 0 only)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if recipe is None:
+        return
+    path, data = out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(recipe)).encode()
+    # the same command run again leaves the file as it was, modification time included
+    if not (path.is_file() and path.read_bytes() == data):
+        write_atomic(path, data)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def recipe_differences(saved: dict, current: dict) -> list[str]:
+    """`key: saved -> current` for every recipe key that differs, except those resumption may change."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
+
+
+def load_resume_state(out_dir: Path, resume: str, recipe: dict | None) -> dict | None:
+    """The train state to resume from, or None to start afresh.
+
+    Args:
+        out_dir: the run directory.
+        resume: `train.resume`: auto (`<out_dir>/checkpoints/last.pt` if present), never, or a path.
+        recipe: the resolved recipe, compared with the one the checkpoint was written by.
+
+    Raises:
+        FileExistsError: resume is never and out_dir already holds a checkpoint.
+        ValueError: the recipe changed in a key outside `RESUME_MAY_CHANGE`, or the number of
+            processes changed (either would make the resumed run differ from one never stopped).
+    """
+    last = out_dir / "checkpoints" / "last.pt"
+    if resume == "never":
+        if last.exists():
+            raise FileExistsError(
+                f"{last} exists and train.resume=never; choose another train.out_dir or delete {out_dir}"
+            )
+        return None
+    path = last if resume == "auto" else Path(resume)
+    if resume == "auto" and not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if recipe is not None and state.get("recipe") is not None:
+        diff = recipe_differences(state["recipe"], recipe)
+        if diff:
+            raise ValueError(
+                f"cannot resume {path}: the recipe changed since it was written ({'; '.join(diff)}). "
+                f"Only {', '.join(RESUME_MAY_CHANGE)} may change; use another train.out_dir for a new run."
+            )
+    if state["world_size"] != distributed.world_size():
+        raise ValueError(
+            f"{path} was written by {state['world_size']} processes and this run has {distributed.world_size()}; "
+            "the data order would change. Resume with the same number of processes, or start a new out_dir."
+        )
+    return state
+
+
+def save_last(out_dir: Path, state: dict[str, Any], saved_step: int) -> None:
+    """Write the train state of step `state["step"]` to `<out_dir>/checkpoints/last.pt` (rank 0 only).
+
+    Raises:
+        CheckpointError: the write failed (a full disk, a quota); `last.pt` still holds `saved_step`.
+    """
+    path = out_dir / "checkpoints" / "last.pt"
+    try:
+        save_checkpoint(path, state)
+    except OSError as err:  # write_atomic removed its temp file; the previous last.pt is untouched
+        kept = f"the checkpoint of step {saved_step} is kept" if path.exists() else "no checkpoint was kept"
+        raise CheckpointError(
+            f"could not save {path} at step {state['step']}: {err.strerror or err}; {kept}. Free space on that "
+            "disk (or lift the quota or file-size limit, or set train.out_dir elsewhere), then run the same "
+            "command again to resume."
+        ) from err
+
+
+def export_once(backbone: nn.Module, out_dir: Path, step: int, epoch: int, recipe: dict | None, *,
+                trained: bool) -> None:
+    """Export `backbone` to `<out_dir>/backbone.safetensors` (rank 0 only), unless no step was
+    `trained` by this call and the file already holds the export of `step`.
+
+    Raises:
+        CheckpointError: the write failed; the checkpoint of `step` is intact.
+    """
+    path = out_dir / "backbone.safetensors"
+    # a finished run started again (no step trained here) keeps its export untouched: its sha256
+    # identifies it (e.g. to G-SimCLR's pseudo-labels), and its git_sha is the code that trained it
+    if trained or not _exported_at(path, step):
+        _export(backbone, path, step, epoch, recipe)
+
+
+def _exported_at(path: Path, step: int) -> bool:
+    """Whether `path` already holds the backbone export of `step` (a finished run started again)."""
+    try:
+        return path.is_file() and read_backbone_metadata(path).get("step") == step
+    except CheckpointError:  # unreadable: export again
+        return False
+
+
+def _export(backbone: nn.Module, path: Path, step: int, epoch: int, recipe: dict | None) -> None:
+    from ssl_platform.evaluation.report import git_sha  # the code that trained it, for the zoo card
+
+    try:
+        export_backbone(backbone, path, {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
+                                         "git_sha": git_sha()})
+    except OSError as err:  # write_atomic removed its temp file
+        raise CheckpointError(
+            f"could not export {path} at step {step}: {err.strerror or err}; the checkpoint of that step is "
+            "intact. Free space on that disk, then run the same command again: it exports without training."
+        ) from err
