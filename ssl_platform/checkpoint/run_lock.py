@@ -2,11 +2,15 @@
 a live run is writing into (two runs on one `last.pt` would overwrite each other's checkpoints).
 
 The lock is `<dir>/.sslp.lock`, holding JSON {pid, host, started, argv} so that a refusal can name
-the holder. It is an `flock` on that file: the kernel drops it when its process dies however it
-dies, so a file left behind by a killed run holds no lock and the next run takes it over. File
-systems without `flock` (some network file systems answer ENOLCK or EOPNOTSUPP) fall back to
-creating the file exclusively; there, a file left by a dead process can only be recognised on its
-own host, and a file from another host is refused with the advice to delete it.
+the holder. It is a POSIX record lock (`fcntl.lockf`) on that file: the kernel drops it when its
+process dies however it dies, so a file left behind by a killed run holds no lock and the next run
+takes it over. Not `flock`: an flock belongs to the open file, which forked children (DataLoader
+workers) share, so a SIGKILLed run's workers would go on holding it for seconds; a POSIX lock
+belongs to the process alone (and works across hosts on NFS). Its one trap: closing *any*
+descriptor of the file releases it, so the holder only ever touches the file through its own
+descriptor. File systems that cannot lock (some network file systems answer ENOLCK or EOPNOTSUPP)
+fall back to creating the file exclusively; there, a file left by a dead process can only be
+recognised on its own host, and a file from another host is refused with the advice to delete it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 LOCK_NAME = ".sslp.lock"
-# what flock answers where the file system cannot lock: NFS without lockd, some FUSE and Lustre mounts
+# what lockf answers where the file system cannot lock: NFS without lockd, some FUSE and Lustre mounts
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _held: set[str] = set()  # directories this process holds: holding one again (nested) is a no-op
 
@@ -86,9 +90,25 @@ def _describe(holder: dict | None) -> str:
 
 
 def _read(path: Path) -> dict | None:
+    """The record of another process's lock file (never call it on a file this process locks)."""
     try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return _parse(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _read_fd(fd: int) -> dict | None:
+    """The record in a file this process has locked, read through its own descriptor (see the docstring)."""
+    try:
+        return _parse(os.pread(fd, 1 << 16, 0))
+    except OSError:
+        return None
+
+
+def _parse(data: bytes) -> dict | None:
+    try:
+        holder = json.loads(data)
+    except ValueError:
         return None
     return holder if isinstance(holder, dict) else None
 
@@ -111,8 +131,15 @@ def _acquire(path: Path, what: str) -> int:
             except FileNotFoundError:  # its holder removed it just now
                 continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES):  # held by another process
+                _no_lock(err, fd)
+                if created:  # O_EXCL made the file ours: that is the lock where lockf does not work
+                    _write(fd)
+                    return fd
+                os.close(fd)
+                return _acquire_exclusive(path, what)
             os.close(fd)
             holder = _read(path)
             raise RunLockedError(
@@ -120,16 +147,7 @@ def _acquire(path: Path, what: str) -> int:
                 f"it (`kill {holder.get('pid') if holder else '<pid>'}`: a pretraining run saves a checkpoint "
                 "first), or write to another directory."
             ) from None
-        except OSError as err:
-            if err.errno not in _NO_FLOCK:
-                os.close(fd)
-                raise
-            if created:  # O_EXCL made the file ours: that is the lock where flock does not work
-                _write(fd)
-                return fd
-            os.close(fd)
-            return _acquire_exclusive(path, what)
-        # the holder we waited on may have unlinked the file between our open and our flock: then we
+        # the holder we waited on may have unlinked the file between our open and our lock: then we
         # locked an orphan, and a third process may already hold a new file at this path
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -138,12 +156,19 @@ def _acquire(path: Path, what: str) -> int:
         if not same:
             os.close(fd)
             continue
-        old = _read(path)
+        old = _read_fd(fd)
         if old is not None:
             print(f"[ssl_platform] taking over a stale lock {path} of {_describe(old)}: that process no longer "
                   "holds it", file=sys.stderr, flush=True)
         _write(fd)
         return fd
+
+
+def _no_lock(err: OSError, fd: int) -> None:
+    """Re-raise a locking error other than "this file system cannot lock"."""
+    if err.errno not in _NO_FLOCK:
+        os.close(fd)
+        raise err
 
 
 def _alive(pid: int) -> bool:
@@ -157,7 +182,7 @@ def _alive(pid: int) -> bool:
 
 
 def _acquire_exclusive(path: Path, what: str) -> int:
-    """The fallback where flock does not work: whoever creates the file holds the lock."""
+    """The fallback where lockf does not work: whoever creates the file holds the lock."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -168,7 +193,7 @@ def _acquire_exclusive(path: Path, what: str) -> int:
                 print(f"[ssl_platform] taking over a stale lock {path} of {_describe(holder)}: that process is "
                       "gone", file=sys.stderr, flush=True)
                 # two takers racing here could both unlink; the file system offers nothing better
-                # without flock, and the loser then fails on O_EXCL or finds the winner's live pid
+                # without a lock, and the loser then fails on O_EXCL or finds the winner's live pid
                 path.unlink(missing_ok=True)
                 continue
             gone = "is gone" if here else "is gone (this file system cannot lock, so it cannot be checked from here)"

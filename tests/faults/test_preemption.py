@@ -167,10 +167,12 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     output, _ = proc.communicate(timeout=300)
     step = load_checkpoint(out / "checkpoints" / "last.pt")["step"]
     assert 1 <= step < STEPS
-    # rank 0 (which never received the signal) tells; both ranks exit with 128 + SIGUSR1
+    # rank 0 (which never received the signal) tells and exits with 128 + SIGUSR1; rank 1 does the
+    # same, unless torchrun, seeing rank 0 gone first, SIGTERMs it on its way out (after the save)
     assert output.count(f"stopped: interrupted by SIGUSR1 at step {step}: checkpoint saved to") == 1, output
-    for rank in (0, 1):  # torchrun's report of each worker
-        assert re.search(rf"rank\s*: {rank} \(local_rank: {rank}\)\s*exitcode\s*: {128 + signal.SIGUSR1} ", output), output
+    assert re.search(rf"rank\s*: 0 \(local_rank: 0\)\s*exitcode\s*: {128 + signal.SIGUSR1} ", output), output
+    rank1 = re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: (-?\d+) ", output)
+    assert rank1 is None or int(rank1.group(1)) in (128 + signal.SIGUSR1, -signal.SIGTERM), output
 
     resumed = subprocess.run([*torchrun, f"train.out_dir={out}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
                              timeout=600, check=False)

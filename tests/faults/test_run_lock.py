@@ -113,12 +113,12 @@ def test_stale_lock_file_nobody_holds_is_taken_over_with_a_notice(tmp_path, caps
 
 
 @pytest.fixture
-def no_flock(monkeypatch):
-    """A file system where flock fails (NFS without lockd answers ENOLCK)."""
+def no_flock(monkeypatch):  # (lockf: the lock the module takes)
+    """A file system that cannot lock (NFS without lockd answers ENOLCK)."""
     def flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(run_lock.fcntl, "flock", flock)
+    monkeypatch.setattr(run_lock.fcntl, "lockf", flock)
 
 
 def write_lock(directory, pid, host):
@@ -174,3 +174,23 @@ def test_evaluation_into_a_held_directory_is_refused_and_writes_nothing(tmp_path
         proc.kill()
         proc.wait()
     assert {k: v for k, v in snapshot(out).items() if k != LOCK_NAME} == before
+
+
+FORK_AND_HOLD = ("import os, sys, time\nfrom ssl_platform.checkpoint.run_lock import hold_run_lock\n"
+                 "with hold_run_lock(sys.argv[1]):\n"
+                 "    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n"  # a DataLoader worker, say
+                 "    print('held', flush=True)\n    time.sleep(120)\n")
+
+
+def test_a_killed_runs_forked_children_do_not_keep_its_lock(tmp_path):
+    # a SIGKILLed run's loader workers live on for seconds; the same command must resume at once
+    proc = subprocess.Popen([sys.executable, "-c", FORK_AND_HOLD, str(tmp_path)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        proc.kill()
+        proc.wait()
+        with hold_run_lock(tmp_path):  # the child still runs, and must not hold it
+            pass
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
