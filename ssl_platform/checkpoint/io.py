@@ -42,6 +42,15 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _fsync_dir(directory: Path) -> None:
+    """fsync a directory, so that a rename into it survives a power cut."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
 
@@ -63,11 +72,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 def copy_atomic(src: str | Path, dst: str | Path, sha256: str | None = None) -> None:
@@ -99,11 +104,7 @@ def copy_atomic(src: str | Path, dst: str | Path, sha256: str | None = None) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(dst.parent)
 
 
 # The only non-tensor globals a train state holds: numpy's RNG state is a tuple with a uint32 key
