@@ -42,6 +42,16 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+# the temp files of `write_atomic` and `copy_atomic` (`.<name>.<mkstemp's 8 characters>.tmp`): what a
+# save killed mid-write leaves behind, and all that a run may delete as its own leftovers
+ATOMIC_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temp file in `path`'s directory (a rename is atomic only within one file system)."""
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
 def _fsync_dir(directory: Path) -> None:
     """fsync a directory, so that a rename into it survives a power cut."""
     dir_fd = os.open(directory, os.O_RDONLY)
@@ -59,7 +69,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         # mkstemp makes the file 0600; give it the mode open() would (0666 minus the umask), so a
         # checkpoint or zoo file written here is readable by whoever can read its directory
@@ -86,7 +96,7 @@ def copy_atomic(src: str | Path, dst: str | Path, sha256: str | None = None) -> 
     """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = _temp_beside(dst)
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
             shutil.copyfileobj(f, out, 1 << 20)

@@ -11,7 +11,6 @@ file: config.yaml and the export are written only when their contents change.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 
 from ssl_platform import distributed
 from ssl_platform.checkpoint.io import (
+    ATOMIC_TEMP,
     CheckpointError,
     export_backbone,
     load_checkpoint,
@@ -36,8 +36,6 @@ from ssl_platform.checkpoint.run_lock import RunLockedError, hold_run_lock
 # samples it trained on before are the same either way)
 RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
                      "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample")
-# write_atomic's temp files (`.<name>.<8 random characters>.tmp`), left behind by a save that was killed
-_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 @contextlib.contextmanager
@@ -63,7 +61,7 @@ def _remove_leftovers(out_dir: Path) -> None:
     """Delete the temp files of saves killed mid-write; the files they were to replace are intact."""
     for folder in (out_dir, out_dir / "checkpoints"):
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if _LEFTOVER.fullmatch(path.name) and path.is_file():
+            if ATOMIC_TEMP.fullmatch(path.name) and path.is_file():
                 path.unlink()
                 print(f"[ssl_platform] removed {path}, the temp file of a save that was interrupted", flush=True)
 
