@@ -4,7 +4,7 @@
     torch.hub.load("path/to/ssl_platform", "backbone", name="simclr_resnet18.fmnist_200ep", source="local")
 
 Works offline from a checkout. The zoo is the `zoo=` argument, else $SSL_PLATFORM_ZOO, else the
-checkout's `zoo/` directory (see `ssl_platform.checkpoint.zoo`); every file is checked against its
+checkout's `zoo/` directory (see `ssl_platform.zoo.index`); every file is checked against its
 sha256 before it is loaded.
 """
 

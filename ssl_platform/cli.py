@@ -49,7 +49,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _zoo_entry(spec: str, zoo: str | None):
     """(the zoo entry called `spec`, "") or (None, why not) when `spec` is no zoo name (arch.tag) or not in the zoo."""
-    from ssl_platform.checkpoint import zoo as zoo_lib
+    from ssl_platform.zoo import index as zoo_lib
 
     if not zoo_lib.NAME.fullmatch(spec):
         return None, ""
@@ -63,7 +63,7 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0, zoo: str | None = None
     """A `backbone=` value -> (module, name, sha256 of its file or "" for a random init).
 
     See the module docstring for the accepted forms; a zoo name (arch.tag) is looked up in `zoo`
-    (default: `checkpoint.zoo.resolve_zoo`) when no run directory or file has that name. `raw` is the
+    (default: `zoo.index.resolve_zoo`) when no run directory or file has that name. `raw` is the
     raw-feature baseline of tables (`evaluation.tabular.RawTabular`), sized by the suite's
     `random_backbone` schema (num_numeric, cat_cardinalities).
     """
@@ -71,8 +71,8 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0, zoo: str | None = None
 
     from ssl_platform.checkpoint.io import backbone_file, load_backbone, read_backbone_metadata
     from ssl_platform.config import to_plain
-    from ssl_platform.evaluation.report import file_sha256
     from ssl_platform.models.backbones import from_spec
+    from ssl_platform.provenance import file_sha256
 
     if spec == "raw":
         from ssl_platform.evaluation.tabular import RawTabular
@@ -104,7 +104,7 @@ def resolve_backbone(spec: str, suite_cfg, seed: int = 0, zoo: str | None = None
         return load_backbone(file), path.name if path.is_dir() else path.stem, file_sha256(file)
     entry, why_not = _zoo_entry(spec, zoo)
     if entry is not None:
-        from ssl_platform.checkpoint import zoo as zoo_lib
+        from ssl_platform.zoo import index as zoo_lib
 
         return zoo_lib.load_backbone(spec, zoo), spec, entry.sha256
     raise FileNotFoundError(
@@ -169,7 +169,9 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from ssl_platform.checkpoint import zoo, zoo_card, zoo_publish
+    from ssl_platform.zoo import card as zoo_card
+    from ssl_platform.zoo import index as zoo
+    from ssl_platform.zoo import publishing as zoo_publish
 
     where = zoo.resolve_zoo(args.zoo)
     if args.action == "list":

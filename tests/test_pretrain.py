@@ -109,7 +109,7 @@ def test_a_finished_run_run_again_exports_the_same_weights_and_metadata(tmp_path
     first, meta, digest = load_file(str(file)), read_backbone_metadata(file), weights_sha256(file)
     result = pretrain.run(pretrain.load_recipe(ROOT / "recipes/supervised/debug.yaml", overrides))
     assert result["epoch"] == 1 and read_backbone_metadata(file) == meta and meta["epoch"] == 1
-    from ssl_platform.evaluation.report import git_sha
+    from ssl_platform.provenance import git_sha
 
     assert meta["git_sha"] == git_sha()  # the code version travels with the weights (zoo cards read it)
     again = load_file(str(file))

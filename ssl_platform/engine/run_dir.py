@@ -29,6 +29,7 @@ from ssl_platform.checkpoint.io import (
     write_atomic,
 )
 from ssl_platform.checkpoint.run_lock import RunLockedError, hold_run_lock
+from ssl_platform.provenance import git_sha
 
 # recipe keys that may change between a run and its resumption: they do not change the result
 # (how often a run saves or logs, or how long a collective may wait, leaves the weights alone)
@@ -174,11 +175,9 @@ def _exported_at(path: Path, step: int) -> bool:
 
 
 def _export(backbone: nn.Module, path: Path, step: int, epoch: int, recipe: dict | None) -> None:
-    from ssl_platform.evaluation.report import git_sha  # the code that trained it, for the zoo card
-
     try:
         export_backbone(backbone, path, {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
-                                         "git_sha": git_sha()})
+                                         "git_sha": git_sha()})  # the code that trained it, for the zoo card
     except OSError as err:  # write_atomic removed its temp file
         raise CheckpointError(
             f"could not export {path} at step {step}: {err.strerror or err}; the checkpoint of that step is "

@@ -12,18 +12,16 @@ number in a table can be traced back to weights and commit.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
 import re
 import statistics
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ssl_platform.checkpoint.io import write_atomic
+from ssl_platform.provenance import git_sha as _code_version  # make_row's `git_sha` argument shadows the name
 
 KEYS: tuple[str, ...] = (
     "task",
@@ -45,44 +43,6 @@ KEYS: tuple[str, ...] = (
 REPEAT_KEYS = ("seed", "noise_rate_realised", "value", "git_sha")
 SUMMARY_FILE = "summary.md"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@functools.cache
-def git_sha(path: str | Path | None = None) -> str:
-    """The commit of the checkout holding `path` (default: this package), `-dirty` if tracked files changed.
-
-    Returns "unknown" when git is missing, `path` is not in a checkout, or `path` is not tracked there
-    (e.g. the package was pip-installed into an ignored .venv inside some repository: that repository's
-    HEAD would name the wrong code). Cached per `path`: call `git_sha.cache_clear()` after a commit.
-    """
-    cwd = Path(__file__).resolve().parent if path is None else Path(path)
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--verify", "HEAD")
-        if not git("ls-files", "--", "."):
-            return "unknown"
-        # the whole checkout, not just the package: suites and recipes change results too
-        dirty = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):  # no git binary, not a checkout, no commit yet, hung
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
-
-
-_code_version = git_sha  # make_row's `git_sha` argument shadows the function
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file, read in chunks so large checkpoints need little memory."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def make_row(
@@ -107,7 +67,7 @@ def make_row(
     """
     if backbone_sha256 and not _SHA256.fullmatch(backbone_sha256):
         raise ValueError(
-            f"backbone_sha256 must be 64 lowercase hex digits (report.file_sha256) or '' for a random "
+            f"backbone_sha256 must be 64 lowercase hex digits (provenance.file_sha256) or '' for a random "
             f"init, got {backbone_sha256!r}"
         )
     return {

@@ -16,13 +16,12 @@ from ssl_platform.evaluation.report import (
     KEYS,
     append_rows,
     compare,
-    file_sha256,
-    git_sha,
     make_row,
     read_rows,
     summarise,
     write_summary,
 )
+from ssl_platform.provenance import file_sha256, git_sha
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 

@@ -64,7 +64,7 @@ HOSTILE = [
     "torch_geometric.datasets.Planetoid",        # PyG falls back to weights_only=False on its cache
     "ssl_platform.checkpoint.io.write_atomic",   # our own plumbing writes files
     "ssl_platform.data.prepare.prepare",
-    "ssl_platform.evaluation.report.git_sha",    # a harmless function, still not a component
+    "ssl_platform.provenance.git_sha",            # a harmless function, still not a component
 ]
 
 

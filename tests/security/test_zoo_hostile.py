@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ssl_platform import zoo
-from ssl_platform.checkpoint import zoo as zoo_lib
+from ssl_platform.zoo import index as zoo_lib
 
 PAYLOAD = b"\x00not weights: the zoo only hashes this file\x00" * 25  # 1100 bytes
 NAME = "simclr_resnet18.hostile"

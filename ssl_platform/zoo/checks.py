@@ -12,7 +12,7 @@ or the cache; `card_files` refuses a card directory holding links before export 
 `check_local_file` refuses a local zoo's weights file whose sha256 is not the entry's.
 
 The rest of the defence lives beside what it guards: downloads are http(s) only and capped
-(`checkpoint.download`), timm's file-loading kwargs are listed in `models.backbones.check_timm_kwargs`.
+(`zoo.download`), timm's file-loading kwargs are listed in `models.backbones.check_timm_kwargs`.
 This module imports neither `zoo` nor `zoo_publish`: they import it.
 """
 
@@ -24,10 +24,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ssl_platform.checkpoint.download import HTTP_SCHEMES, IntegrityError
 from ssl_platform.checkpoint.io import CheckpointError
-from ssl_platform.evaluation.report import file_sha256
 from ssl_platform.models.backbones import check_timm_kwargs
+from ssl_platform.provenance import file_sha256
+from ssl_platform.zoo.download import HTTP_SCHEMES, IntegrityError
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_]*\.[a-z0-9][a-z0-9_]*")  # no "-": it separates the sha256 prefix
 SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_platform.checkpoint.zoo import read_index, verify
-from ssl_platform.checkpoint.zoo_card import docs_page
 from ssl_platform.zoo import load_backbone
+from ssl_platform.zoo.card import docs_page
+from ssl_platform.zoo.index import read_index, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ROOT / "zoo"

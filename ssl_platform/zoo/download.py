@@ -37,7 +37,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ssl_platform.checkpoint.io import CheckpointError
-from ssl_platform.evaluation.report import file_sha256
+from ssl_platform.provenance import file_sha256
 
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "ssl_platform-zoo/1"

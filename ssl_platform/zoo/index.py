@@ -1,7 +1,7 @@
 """The model zoo: published backbones by name (timm's `arch.tag`), verified by sha256 before every load.
 
 This module holds the entries (`ZooEntry`), where the zoo is, its index.json, and pulling, verifying and
-loading the weights. What an index may be trusted with is decided in `zoo_trust`; publishing a run is
+loading the weights. What an index may be trusted with is decided in `zoo.checks`; publishing a run is
 `zoo_publish`; model cards, docs/zoo.md and `sslp zoo list|show` are `zoo_card`.
 
 A zoo is a local directory or an http(s) base URL with this layout:
@@ -30,9 +30,9 @@ and fetched again; a download that fails is deleted and refused (`IntegrityError
 local zoo is never deleted: the error names it and says how to restore it.
 
 Trust: what a zoo's index.json says is not trusted (anyone may have written it). Every entry passes
-`ZooEntry.check` as the index is read, and every path `contained` before it is used (`zoo_trust`).
+`ZooEntry.check` as the index is read, and every path `contained` before it is used (`zoo.checks`).
 Downloads are http(s) only and capped at the entry's `size_bytes`, a remote index at `MAX_INDEX_BYTES`
-(`checkpoint.download`). Whatever the zoo writes lands atomically (`io.write_atomic`, `io.copy_atomic`).
+(`zoo.download`). Whatever the zoo writes lands atomically (`io.write_atomic`, `io.copy_atomic`).
 """
 
 from __future__ import annotations
@@ -50,9 +50,8 @@ from typing import Any
 from torch import nn
 
 from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.download import DownloadError, fetch_verified, read_limited
 from ssl_platform.checkpoint.io import CheckpointError
-from ssl_platform.checkpoint.zoo_trust import (
+from ssl_platform.zoo.checks import (
     NAME,  # noqa: F401  (cli.py tells zoo names from paths by it)
     ZooError,
     card_files,
@@ -64,6 +63,7 @@ from ssl_platform.checkpoint.zoo_trust import (
     weights_file_name,
     weights_url,
 )
+from ssl_platform.zoo.download import DownloadError, fetch_verified, read_limited
 
 FORMAT = "ssl_platform.zoo/1"
 INDEX_FILE = "index.json"
@@ -126,7 +126,7 @@ class ZooEntry:
 
     def check(self, where: str) -> None:
         """Refuse values by which this entry could reach outside its zoo and the cache, or make timm load
-        files (`zoo_trust.check_entry`; raises `ZooError`)."""
+        files (`checks.check_entry`; raises `ZooError`)."""
         check_entry(self, where)
 
     @property

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.zoo import INDEX_FILE, ZooEntry, read_index, resolve_zoo
-from ssl_platform.checkpoint.zoo_trust import is_remote
+from ssl_platform.zoo.checks import is_remote
+from ssl_platform.zoo.index import INDEX_FILE, ZooEntry, read_index, resolve_zoo
 
 DOCS_COMMAND = "sslp zoo docs"
 # metrics `zoo list` and docs/zoo.md show (`headline`); bookkeeping rows such as "lambda" are left out

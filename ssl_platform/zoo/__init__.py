@@ -4,11 +4,12 @@
     model = timm.create_model(**timm_kwargs("vit_tiny.digits_100ep"))  # plain timm, where it can
     publish("runs/simclr_resnet18_fmnist_200ep", "simclr_resnet18.fmnist_200ep")
 
-Where the zoo is, how files are checked and cached: `ssl_platform.checkpoint.zoo`.
+Where the zoo is, how files are checked and cached: `ssl_platform.zoo.index`.
 """
 
-from ssl_platform.checkpoint.download import DownloadError, IntegrityError
-from ssl_platform.checkpoint.zoo import (
+from ssl_platform.zoo.card import write_docs
+from ssl_platform.zoo.download import DownloadError, IntegrityError
+from ssl_platform.zoo.index import (
     ENV_ZOO,
     ZooEntry,
     ZooError,
@@ -23,8 +24,7 @@ from ssl_platform.checkpoint.zoo import (
     timm_kwargs,
     verify,
 )
-from ssl_platform.checkpoint.zoo_card import write_docs
-from ssl_platform.checkpoint.zoo_publish import find_evaluations, publish
+from ssl_platform.zoo.publishing import find_evaluations, publish
 
 __all__ = [
     "ENV_ZOO",

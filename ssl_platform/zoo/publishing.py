@@ -13,7 +13,7 @@ Weights of more than a few MB belong on a release server: publish as usual, uplo
 
 Every file lands atomically (`io.write_atomic`, `io.copy_atomic`), and the new entry passes the same
 `ZooEntry.check` as any index read back, so a publish cannot write an index the zoo would refuse. A zoo
-directory may be someone else's clone: a `cards/` link out of it is refused (`zoo_trust.contained`)
+directory may be someone else's clone: a `cards/` link out of it is refused (`checks.contained`)
 before anything under it is deleted.
 """
 
@@ -32,18 +32,10 @@ from typing import Any
 import yaml
 
 from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.download import file_lock
-from ssl_platform.checkpoint.zoo import (
-    INDEX_FILE,
-    REPO_ROOT,
-    ZooEntry,
-    cache_dir,
-    read_index,
-    resolve_zoo,
-    write_index,
-)
-from ssl_platform.checkpoint.zoo_card import render_card, write_docs
-from ssl_platform.checkpoint.zoo_trust import (
+from ssl_platform.evaluation import report
+from ssl_platform.provenance import file_sha256, git_sha
+from ssl_platform.zoo.card import render_card, write_docs
+from ssl_platform.zoo.checks import (
     CARDS_DIR,
     NAME,
     ZooError,
@@ -52,7 +44,16 @@ from ssl_platform.checkpoint.zoo_trust import (
     is_remote,
     weights_file_name,
 )
-from ssl_platform.evaluation import report
+from ssl_platform.zoo.download import file_lock
+from ssl_platform.zoo.index import (
+    INDEX_FILE,
+    REPO_ROOT,
+    ZooEntry,
+    cache_dir,
+    read_index,
+    resolve_zoo,
+    write_index,
+)
 
 DEFAULT_LICENSE = "Apache-2.0"  # the code's license; pass --license when the data's terms differ
 _RESULT_KEYS = ("task", "protocol", "label_fraction", "noise_kind", "noise_rate", "robust", "metric")
@@ -264,7 +265,7 @@ def publish(
     if not meta.get("backbone"):
         raise ZooError(f"{file} has no architecture metadata; only backbones written by the engine "
                        "(checkpoint.io.export_backbone) can be published")
-    sha256 = report.file_sha256(file)
+    sha256 = file_sha256(file)
     zoo_dir = Path(zoo)
     zoo_dir.mkdir(parents=True, exist_ok=True)
     # the lock lives in the cache, so a zoo kept under version control gets no lock file
@@ -293,14 +294,14 @@ def publish(
             url=(url + file_name if url and url.endswith("/") else url), timm_kwargs=timm_kwargs,
             timm_note=timm_note, pretrain_data=_data_name(recipe or {}), epochs=meta.get("epoch"),
             steps=meta.get("step"), recipe_name=str(meta.get("recipe_name") or (recipe or {}).get("name") or ""),
-            recipe=recipe or {}, git_sha=str(meta.get("git_sha") or report.git_sha()),
+            recipe=recipe or {}, git_sha=str(meta.get("git_sha") or git_sha()),
             created=old.created if old and old.sha256 == sha256 else
             datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             license=license, results=[r for ev in evaluations for r in aggregate(ev)], card=card_path(name),
         )
         entry.check(f"the entry published into {zoo}")  # e.g. a --url of another scheme: refused before any write
         weights = contained(zoo_dir, file_name, name, "file")
-        if not (weights.is_file() and report.file_sha256(weights) == sha256):
+        if not (weights.is_file() and file_sha256(weights) == sha256):
             io.copy_atomic(file, weights, sha256)
         _write_card(zoo_dir, entry, evaluations)
         entries[name] = entry

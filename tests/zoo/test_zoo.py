@@ -19,12 +19,13 @@ import yaml
 from torch import nn
 
 from ssl_platform import zoo
-from ssl_platform.checkpoint import zoo as zoo_lib
-from ssl_platform.checkpoint import zoo_publish
 from ssl_platform.checkpoint.io import export_backbone
 from ssl_platform.cli import main, resolve_backbone
-from ssl_platform.evaluation.report import append_rows, file_sha256, make_row
+from ssl_platform.evaluation.report import append_rows, make_row
 from ssl_platform.models.backbones import create_backbone, pooled_features
+from ssl_platform.provenance import file_sha256
+from ssl_platform.zoo import index as zoo_lib
+from ssl_platform.zoo import publishing as zoo_publish
 
 ROOT = Path(__file__).resolve().parents[2]
 NARROW = [8, 16, 32, 64]
