@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from ssl_platform import config
 from ssl_platform.models.backbones import from_spec, spec
 
 FORMAT = "ssl_platform.checkpoint/1"
@@ -170,10 +172,6 @@ def load_run_method(run_dir: str | Path, random_init: bool = False, seed: int = 
     `random_init=True` builds the same architecture at a random init drawn with `seed` (the baseline
     a pretrained number is compared with) and reads no checkpoint.
     """
-    from omegaconf import OmegaConf
-
-    from ssl_platform import config  # here: config imports the models, which import this module
-
     # config.instantiate resolves the run's `_component_`s under the same trust rules as a recipe
     run_dir = Path(run_dir)
     recipe = run_dir / "config.yaml"
