@@ -43,6 +43,7 @@ DENIED = (
     "lightly.api", "lightly.cli", "lightly.openapi_generated", "lightly.data",
     "timm.models._hub", "timm.models._helpers",
     "ssl_platform.cli", "ssl_platform.config", "ssl_platform.checkpoint", "ssl_platform.zoo", "ssl_platform.data.prepare",
+    "ssl_platform.data.sources", "ssl_platform.data.download",
     "ssl_platform.distributed", "ssl_platform.pretrain", "ssl_platform.engine",
 )
 # the only modules whose plain functions a recipe may name (a suite's `extractor:`)

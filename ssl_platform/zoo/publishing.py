@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from ssl_platform.checkpoint import io
+from ssl_platform.data.transforms import normalize_stats
 from ssl_platform.evaluation import report
 from ssl_platform.provenance import file_sha256, git_sha
 from ssl_platform.zoo.card import render_card, write_docs
@@ -155,16 +156,14 @@ def _data_name(recipe: dict[str, Any]) -> str:
 
 def _input_spec(recipe: dict[str, Any], in_chans: int) -> tuple[list[int] | None, list | None, list | None]:
     """[C, H, W], mean and std of the pretraining transform (None for data that is not images)."""
-    from ssl_platform.data.transforms import _normalize_stats  # the transforms' own defaults
-
     transform = (recipe.get("data") or {}).get("transform") or {}
     size = transform.get("size") or (recipe.get("method") or {}).get("image_size")
     if not size:
         return None, None, None
     hw = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
     channels = int(transform.get("channels", in_chans))
-    try:
-        mean, std = _normalize_stats(channels, transform.get("mean"), transform.get("std"))
+    try:  # the transforms' own defaults where the recipe states none
+        mean, std = normalize_stats(channels, transform.get("mean"), transform.get("std"))
     except ValueError:  # e.g. multispectral: only what the recipe states
         mean, std = transform.get("mean"), transform.get("std")
     return [in_chans, *hw], mean, std

@@ -22,7 +22,7 @@ from ssl_platform.data.datasets import (
     write_idx,
 )
 from ssl_platform.data.datasets.idx import find_idx
-from ssl_platform.data.prepare import data_root
+from ssl_platform.data.root import data_root
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 

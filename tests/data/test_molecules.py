@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 from collections import Counter
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from ssl_platform.data import prepare as prep
 from ssl_platform.data.datasets import Molecules, read_sdf
 from ssl_platform.data.datasets.molecules import ELEMENTS, atom_features
+from ssl_platform.data.sources.molecules import MOLECULE_COUNTS
 
 # ethanol-like record with a charge and a Sn atom (an "other" element), then acetylene; CRLF like the test file
 SDF = """ethanolate
@@ -110,25 +112,23 @@ def prepared():
 def test_prepare_is_idempotent_offline(prepared, monkeypatch, tmp_path):
     directory = tmp_path / "molecules"
     directory.mkdir()
-    for name in prep.MOLECULE_COUNTS:
+    for name in MOLECULE_COUNTS:
         (directory / name).write_bytes((prepared / name).read_bytes())
 
     def fail(*args, **kwargs):
         raise AssertionError("prepare touched the network")
 
-    monkeypatch.setattr(prep.subprocess, "run", fail)
+    monkeypatch.setattr(subprocess, "run", fail)
     assert prep.prepare("molecules", root=tmp_path) == directory
 
 
 def test_unreachable_index_says_what_to_do(monkeypatch, tmp_path):
-    import subprocess
-
     def run(cmd, **kwargs):
         raise subprocess.CalledProcessError(
             1, cmd, stderr="ERROR: Could not find a version (from versions: none)"
         )
 
-    monkeypatch.setattr(prep.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     with pytest.raises(prep.DataSourceError) as info:
         prep.prepare("molecules", root=tmp_path)
     message = str(info.value)
@@ -185,7 +185,7 @@ def test_truncated_file_is_fetched_again(prepared, monkeypatch, tmp_path):
         prep.FILE_SOURCES, "molecules", dataclasses.replace(prep.FILE_SOURCES["molecules"], fetch=fetch)
     )
     out = prep.prepare("molecules", root=tmp_path)
-    assert len(calls) == 1 and sorted(p.name for p in out.iterdir()) == sorted(prep.MOLECULE_COUNTS)
+    assert len(calls) == 1 and sorted(p.name for p in out.iterdir()) == sorted(MOLECULE_COUNTS)
     path = out / "solubility.train.sdf"
     path.write_bytes(path.read_bytes()[:100_000])  # cut inside a record
     assert "solubility.train.sdf" in prep.FILE_SOURCES["molecules"].verify(out)

@@ -14,13 +14,13 @@ from ssl_platform.data.datasets.pairs import (
     DigitCaptions,
     EmojiPairs,
     ImageTextPairs,
-    ImageTextTransform,
     caption_corpus,
     hash_split,
     read_manifest,
     verify_emoji,
 )
-from ssl_platform.data.prepare import data_root
+from ssl_platform.data.root import data_root
+from ssl_platform.data.transforms import ImageTextTransform
 from ssl_platform.models.text import train_wordpiece
 
 

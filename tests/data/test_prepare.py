@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 from ssl_platform.data import prepare as prep
 from ssl_platform.data.datasets import MNIST, write_idx
+from ssl_platform.data.root import data_root
+from ssl_platform.data.sources import fashion_mnist
+from ssl_platform.data.sources.spec import Source, verify_idx
 
 
 def write_valid_copy(directory: Path, counts, test_size, gz=False):
@@ -40,7 +44,7 @@ def tiny_source(monkeypatch):
         write_valid_copy(tmp / "out", (3, 2), 4)
         return tmp / "out"
 
-    source = prep.Source(
+    source = Source(
         "Tiny", fetch, gz=False, train_counts=(3, 2), test_size=4, image_shape=(28, 28), remedy="R"
     )
     monkeypatch.setitem(prep.SOURCES, "tiny", source)
@@ -49,9 +53,9 @@ def tiny_source(monkeypatch):
 
 def test_data_root_follows_env(monkeypatch, tmp_path):
     monkeypatch.delenv("SSL_PLATFORM_DATA", raising=False)
-    assert prep.data_root() == Path("data")
+    assert data_root() == Path("data")
     monkeypatch.setenv("SSL_PLATFORM_DATA", str(tmp_path))
-    assert prep.data_root() == tmp_path
+    assert data_root() == tmp_path
 
 
 def test_unknown_name_lists_valid_ones(tmp_path):
@@ -77,7 +81,7 @@ def test_truncated_file_is_fetched_again(tiny_source, tmp_path):
     path = out / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:100])  # what a crash mid-copy without the rename would leave
     prep.prepare("tiny", root=tmp_path)
-    assert len(tiny_source) == 2 and prep._verify(out, prep.SOURCES["tiny"]) is None
+    assert len(tiny_source) == 2 and verify_idx(out, prep.SOURCES["tiny"]) is None
 
 
 def test_fetched_files_with_wrong_counts_are_refused(monkeypatch, tmp_path):
@@ -85,7 +89,7 @@ def test_fetched_files_with_wrong_counts_are_refused(monkeypatch, tmp_path):
         write_valid_copy(tmp, (2, 3), 4)  # swapped counts
         return tmp
 
-    bad = prep.Source(
+    bad = Source(
         "Bad", fetch, gz=False, train_counts=(3, 2), test_size=4, image_shape=(28, 28), remedy="R"
     )
     monkeypatch.setitem(prep.SOURCES, "bad", bad)
@@ -97,7 +101,7 @@ def test_fetched_files_with_wrong_counts_are_refused(monkeypatch, tmp_path):
 def test_real_mnist_spec_is_idempotent_offline(monkeypatch, tmp_path):
     source = prep.SOURCES["mnist"]
     write_valid_copy(tmp_path / "mnist", source.train_counts, source.test_size)
-    monkeypatch.setattr(prep.subprocess, "run", fail_subprocess)
+    monkeypatch.setattr(subprocess, "run", fail_subprocess)
     assert prep.prepare("mnist", root=tmp_path) == tmp_path / "mnist"
 
 
@@ -117,9 +121,9 @@ def apt_missing_package(cmd, **kwargs):
 
 
 def test_apt_failure_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.setattr(prep, "SYSTEM_FASHION_MNIST", tmp_path / "not-installed")
-    monkeypatch.setattr(prep.subprocess, "run", apt_missing_package)
-    monkeypatch.setattr(prep.os, "geteuid", lambda: 1000, raising=False)  # not root: no apt-get update
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(subprocess, "run", apt_missing_package)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)  # not root: no apt-get update
     with pytest.raises(prep.DataSourceError) as info:
         prep.prepare("fashion-mnist", root=tmp_path)
     message = str(info.value)
@@ -137,9 +141,9 @@ def test_root_refreshes_package_lists_once(monkeypatch, tmp_path):
             return subprocess.CompletedProcess(cmd, 0, "", "")
         apt_missing_package(cmd)
 
-    monkeypatch.setattr(prep, "SYSTEM_FASHION_MNIST", tmp_path / "not-installed")
-    monkeypatch.setattr(prep.subprocess, "run", run)
-    monkeypatch.setattr(prep.os, "geteuid", lambda: 0, raising=False)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
     with pytest.raises(prep.DataSourceError, match="Unable to locate"):
         prep.prepare("fashion-mnist", root=tmp_path)
     assert calls == [["apt-get", "download"], ["apt-get", "update"], ["apt-get", "download"]]
@@ -150,9 +154,9 @@ def test_network_failure_does_not_trigger_update(monkeypatch, tmp_path):
         assert cmd[:2] != ["apt-get", "update"]
         raise subprocess.CalledProcessError(100, cmd, stderr="E: Failed to fetch http://deb.debian.org/...")
 
-    monkeypatch.setattr(prep, "SYSTEM_FASHION_MNIST", tmp_path / "not-installed")
-    monkeypatch.setattr(prep.subprocess, "run", run)
-    monkeypatch.setattr(prep.os, "geteuid", lambda: 0, raising=False)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", tmp_path / "not-installed")
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
     with pytest.raises(prep.DataSourceError, match="Failed to fetch"):
         prep.prepare("fashion-mnist", root=tmp_path)
 
@@ -161,7 +165,7 @@ def test_missing_npm_says_what_to_do(monkeypatch, tmp_path):
     def run(cmd, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", cmd[0])
 
-    monkeypatch.setattr(prep.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     with pytest.raises(prep.DataSourceError) as info:
         prep.prepare("mnist", root=tmp_path)
     message = str(info.value)
@@ -173,8 +177,8 @@ def test_installed_debian_package_is_copied_without_network(monkeypatch, tmp_pat
     source = prep.SOURCES["fashion-mnist"]
     system = tmp_path / "usr-share-datasets"
     write_valid_copy(system, source.train_counts, source.test_size, gz=True)
-    monkeypatch.setattr(prep, "SYSTEM_FASHION_MNIST", system)
-    monkeypatch.setattr(prep.subprocess, "run", fail_subprocess)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", system)
+    monkeypatch.setattr(subprocess, "run", fail_subprocess)
     out = prep.prepare("fashion-mnist", root=tmp_path / "root")
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in system.iterdir())
 
@@ -182,9 +186,9 @@ def test_installed_debian_package_is_copied_without_network(monkeypatch, tmp_pat
 @pytest.mark.data
 @pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
 def test_prepared_data_root_needs_no_network(name, monkeypatch):
-    if prep._verify(prep.data_root() / name, prep.SOURCES[name]) is not None:
-        pytest.skip(f"{name} is not in {prep.data_root()}; run `python -m ssl_platform data prepare {name}`")
-    monkeypatch.setattr(prep.subprocess, "run", fail_subprocess)
-    assert prep.prepare(name) == prep.data_root() / name
+    if verify_idx(data_root() / name, prep.SOURCES[name]) is not None:
+        pytest.skip(f"{name} is not in {data_root()}; run `python -m ssl_platform data prepare {name}`")
+    monkeypatch.setattr(subprocess, "run", fail_subprocess)
+    assert prep.prepare(name) == data_root() / name
     if name == "mnist":
         assert MNIST("train").targets[:5].tolist() == [5, 0, 4, 1, 9]

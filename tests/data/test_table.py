@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ssl_platform.data.collate import TransformedDataset, collate
 from ssl_platform.data.datasets import Table
-from ssl_platform.data.datasets.tabular import LAYOUTS
+from ssl_platform.data.datasets.table_sources import LAYOUTS
 
 # (rows, numeric columns, categorical columns, classes or None for regression)
 BUNDLED = {

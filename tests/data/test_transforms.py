@@ -1,4 +1,5 @@
-"""Transforms: batch keys, shapes, dtypes, independence of views, seeding, normalisation by hand."""
+"""Transforms: batch keys, shapes, dtypes, independence of views, seeding, normalisation by hand, the
+multispectral augmentation, and the dotted paths stored recipes name them by."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_platform.data.transforms import EvalTransform, SimCLRViews, SupervisedTransform
+from ssl_platform import config
+from ssl_platform.data.transforms import (
+    EvalTransform,
+    ImageTextTransform,
+    MultispectralAugment,
+    ResizeBands,
+    SimCLRViews,
+    SupervisedTransform,
+    normalize_stats,
+)
 
 
 def gray_image(size=28, seed=0):
@@ -126,3 +136,40 @@ class TestSupervisedTransform:
         assert torch.equal(a, b)
         outs = [transform(image)["image"] for _ in range(5)]
         assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_augment_crops_flips_and_rotates_within_the_band_range():
+    x = torch.rand(6, 40, 40)
+    torch.manual_seed(0)
+    outs = [MultispectralAugment()(x)["image"] for _ in range(40)]
+    # without a crop the output is one of the 8 flips / rotations of the input, and all 8 occur
+    variants = [torch.rot90(v, k, (-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+    seen = {next(i for i, v in enumerate(variants) if torch.equal(o, v)) for o in outs}
+    assert seen == set(range(8))
+    cropped = MultispectralAugment(size=32, min_scale=0.6)(x)["image"]
+    assert cropped.shape == (6, 32, 32) and 0 <= cropped.min() and cropped.max() <= 1
+    assert ResizeBands(16)(x)["image"].shape == (6, 16, 16) and ResizeBands()(x)["image"] is x
+
+
+@pytest.mark.parametrize(("path", "cls"), [
+    ("ssl_platform.data.transforms.SimCLRViews", SimCLRViews),
+    ("ssl_platform.data.transforms.EvalTransform", EvalTransform),
+    ("ssl_platform.data.transforms.SupervisedTransform", SupervisedTransform),
+    # the paths of the transforms' old homes, which recipes, eval suites and zoo entries still name
+    ("ssl_platform.data.datasets.multispectral.MultispectralAugment", MultispectralAugment),
+    ("ssl_platform.data.datasets.multispectral.ResizeBands", ResizeBands),
+    ("ssl_platform.data.datasets.pairs.ImageTextTransform", ImageTextTransform),
+])
+def test_stored_dotted_paths_name_the_transforms(path, cls):
+    assert config.locate(path) is cls
+
+
+def test_normalize_stats_defaults_and_errors():
+    assert normalize_stats(1, None, None) == ([0.5], [0.5])
+    mean, std = normalize_stats(3, None, None)
+    assert mean == pytest.approx([0.485, 0.456, 0.406]) and std == pytest.approx([0.229, 0.224, 0.225])
+    assert normalize_stats(3, (0.1, 0.2, 0.3), (1, 1, 1)) == ([0.1, 0.2, 0.3], [1, 1, 1])
+    with pytest.raises(ValueError, match="channels must be one of"):
+        normalize_stats(4, None, None)
+    with pytest.raises(ValueError, match="mean and std need 3 values"):
+        normalize_stats(3, (0.5,), (0.5,))

@@ -1,4 +1,4 @@
-"""What every image dataset shares: the default root, split checks, the `limit` subset, array storage.
+"""What every image dataset shares: split checks, the `limit` subset, array storage.
 
 Every dataset returns `(PIL.Image.Image, int)` from `__getitem__` and carries `targets`
 (`[N]` int64, -1 when unlabelled), `classes` (names, empty when unlabelled) and `channels`.
@@ -7,20 +7,9 @@ Every dataset returns `(PIL.Image.Image, int)` from `__getitem__` and carries `t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-
-def resolve_root(root: str | Path | None) -> Path:
-    """`root` as a Path, or the data root (`SSL_PLATFORM_DATA`, default `./data`) when None."""
-    if root is not None:
-        return Path(root).expanduser()
-    # imported here because prepare imports the idx reader from this package
-    from ssl_platform.data.prepare import data_root
-
-    return data_root()
 
 
 def check_split(split: str, valid: Sequence[str], dataset: str) -> str:

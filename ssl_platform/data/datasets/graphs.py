@@ -24,8 +24,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssl_platform.data.datasets.base import check_split, resolve_root, stratified_holdout
+from ssl_platform.data.datasets.base import check_split, stratified_holdout
 from ssl_platform.data.datasets.graph_files import check_processed, check_raw_pickles
+from ssl_platform.data.datasets.idx import FashionMNIST
+from ssl_platform.data.root import resolve_root
 
 SPLITS = ("all", "train", "test")
 
@@ -129,8 +131,6 @@ class FashionMNISTKNNGraph(ImageKNNGraph):
 
     def __init__(self, num_nodes: int = 10000, k: int = 10, split: str = "all", test_fraction: float = 0.5,
                  seed: int = 0, repeats: int = 1, root: str | None = None):
-        from ssl_platform.data.datasets.idx import FashionMNIST
-
         super().__init__(FashionMNIST(split="train", root=root, limit=num_nodes, seed=0), k, split, test_fraction,
                          seed, repeats)
 

@@ -7,13 +7,13 @@ big-endian uint32 per dim, then the values in C order. Files may be gzipped (`.g
 from __future__ import annotations
 
 import gzip
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ssl_platform.data.datasets.base import ArrayImages, check_split, resolve_root
+from ssl_platform.data.datasets.base import ArrayImages, check_split
+from ssl_platform.data.root import describe_data_root, resolve_root
 
 # idx dtype code -> numpy dtype (multi-byte values are big-endian)
 IDX_DTYPES = {
@@ -111,7 +111,7 @@ def load_idx_split(
             raise FileNotFoundError(
                 f"{title} not found: {directory / stem}[.gz] is missing. Run `{command}` to put it there, "
                 f"or point SSL_PLATFORM_DATA (or root=) at the data root that holds {name}/ "
-                f"(now {os.environ.get('SSL_PLATFORM_DATA', 'unset, so ./data')})."
+                f"(now {describe_data_root()})."
             )
         paths.append(path)
     try:

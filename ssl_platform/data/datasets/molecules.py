@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ssl_platform.data.datasets.base import balanced_subset, check_split, resolve_root
+from ssl_platform.data.datasets.base import balanced_subset, check_split
+from ssl_platform.data.root import resolve_root
 
 ELEMENTS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I", "H")  # index len(ELEMENTS) = any other element
 BOND_TYPES = (1, 2, 3, 4)  # V2000 codes: single, double, triple, aromatic; index 4 = any other code
@@ -160,8 +162,6 @@ def atom_features(molecule: Molecule, extra_features: bool = False) -> np.ndarra
 
 def to_graph(molecule: Molecule, label: int, extra_features: bool = False):
     """A torch_geometric `Data` with x, edge_index (both directions), edge_attr and y ([1] int64)."""
-    import torch
-
     try:
         from torch_geometric.data import Data
     except ImportError as err:

@@ -2,16 +2,16 @@
 
 Items are `({"image": PIL.Image, "text": str}, label)` with `label` -1 when the pair has none; every
 set has `texts`, `targets` (`[N]` int64), `classes` and `channels`, like the image sets.
-`ImageTextTransform` turns an item into the batch keys of image-text methods (M3AE): `image`,
-`text_ids`, `text_mask`.
+`ImageTextTransform` (`data/transforms/image_text.py`, also importable from here, the path recipes
+name) turns an item into the batch keys of image-text methods (M3AE): `image`, `text_ids`, `text_mask`.
 
 - `ImageTextPairs(manifest)`: a JSONL or CSV file, one pair per row (layout in its docstring); the
   layout for ROCO / MedICaT-scale GPU runs (`recipes/m3ae/vit_base_roco_medicat_100k.yaml`).
 - `EmojiPairs(split)`: the 1906 Noto emoji of the npm package `emoji-datasource-google` (Apache-2.0
   artwork), each with its name ("grinning face") and one of 9 categories (the 5 skin-tone swatches of
-  "Component" are left out). `python -m ssl_platform data prepare emoji` runs `fetch_emoji` /
-  `verify_emoji` and writes `<data root>/emoji/{emoji.npz, wordpiece.json}`; the WordPiece tokenizer is
-  trained on the training names only.
+  "Component" are left out). `python -m ssl_platform data prepare emoji` (`data/sources/emoji.py`)
+  writes `<data root>/emoji/{emoji.npz, wordpiece.json}`, checked by `verify_emoji`; the WordPiece
+  tokenizer is trained on the training names only.
 - `FashionMNISTCaptions(split)`, `DigitCaptions(split)`: class images with captions from templates
   ("a photo of a sandal"); small, real images, but the text carries only the label.
 """
@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import subprocess
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,18 +28,21 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ssl_platform.data.datasets.base import balanced_subset, check_split, resolve_root, to_pil
+from ssl_platform.data.datasets.base import balanced_subset, check_split, to_pil
+from ssl_platform.data.datasets.digits import Digits
+from ssl_platform.data.datasets.idx import FashionMNIST
+from ssl_platform.data.root import resolve_root
+
+# recipes, eval suites and zoo entries name the transform by this module's path
+# (ssl_platform.data.datasets.pairs.ImageTextTransform): it stays importable from here
+from ssl_platform.data.transforms.image_text import ImageTextTransform  # noqa: F401
 
 SPLITS = ("train", "test")
-EMOJI_NPM = "emoji-datasource-google@16.0.0"
 EMOJI_FILES = ("emoji.npz", "wordpiece.json")
-EMOJI_SKIP = ("Component",)  # 5 skin-tone swatches: too few for a class, and no object in the image
-EMOJI_TEST_FRACTION = 0.2
 EMOJI_COUNT = 1906  # entries of emoji.json with a Google image, minus the Component swatches
-EMOJI_VOCAB = 2000
 
 
-def _open_rgb(image: Image.Image) -> Image.Image:
+def rgb_on_white(image: Image.Image) -> Image.Image:
     """RGB on a white background: transparent pixels of RGBA artwork would otherwise turn black."""
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
@@ -177,7 +178,7 @@ class ImageTextPairs(_Pairs):
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                return _open_rgb(image)  # converting decodes, so damage shows up here
+                return rgb_on_white(image)  # converting decodes, so damage shows up here
         except FileNotFoundError as err:
             raise FileNotFoundError(f"image {path} of the manifest is missing ({self.sample_source(index)}); "
                                     "fix the path or set image_root") from err
@@ -221,49 +222,8 @@ class EmojiPairs(_Pairs):
         return to_pil(self.images[index])
 
 
-def fetch_emoji(tmp: Path, remedy: str) -> Path:
-    """`npm pack` the emoji package into `tmp` and write `emoji.npz` + `wordpiece.json` into `tmp/emoji`.
-
-    `emoji.npz` holds `images [N, 64, 64, 3]` uint8, `names [N]`, `labels [N]`, `classes [9]` and
-    `test [N]` bool; the tokenizer is trained on the training names only. The `FileSource.fetch` shape
-    of `data/prepare.py`; raises its DataSourceError with `remedy` when npm cannot fetch the package.
-    """
-    from ssl_platform.data.prepare import DataSourceError  # here: prepare imports this package
-    from ssl_platform.models.text import train_wordpiece
-
-    try:
-        subprocess.run(["npm", "pack", "--silent", EMOJI_NPM], cwd=tmp, capture_output=True, text=True, check=True)
-    except (FileNotFoundError, subprocess.CalledProcessError) as err:
-        detail = getattr(err, "stderr", None) or str(err)
-        raise DataSourceError(f"npm package {EMOJI_NPM}: `npm pack` failed ({detail.strip()[-1000:]}). {remedy}") from err
-    tarballs = sorted(tmp.glob("emoji-datasource-google-*.tgz"))
-    if not tarballs:
-        raise DataSourceError(f"npm package {EMOJI_NPM}: npm pack left no tarball in {tmp}. {remedy}")
-    with tarfile.open(tarballs[-1]) as tar:
-        tar.extractall(tmp / "npm", filter="data")
-    package = tmp / "npm" / "package"
-    entries = [e for e in json.loads((package / "emoji.json").read_text())
-               if e.get("has_img_google") and e.get("category") not in EMOJI_SKIP]
-    entries.sort(key=lambda e: e["unified"])  # a fixed order, whatever the file's
-    images = []
-    for e in entries:
-        with Image.open(package / "img" / "google" / "64" / e["image"]) as image:
-            images.append(np.asarray(_open_rgb(image).resize((64, 64), Image.BICUBIC)))
-    names = [e["name"].lower() for e in entries]
-    categories = [e["category"] for e in entries]
-    classes = sorted(set(categories))
-    test = hash_split([e["unified"] for e in entries], categories, EMOJI_TEST_FRACTION)
-    out = tmp / "emoji"
-    out.mkdir()
-    np.savez_compressed(out / "emoji.npz", images=np.stack(images), names=np.array(names),
-                        labels=np.array([classes.index(c) for c in categories], dtype=np.int64),
-                        classes=np.array(classes), test=test)
-    train_wordpiece([n for n, t in zip(names, test) if not t], out / "wordpiece.json", vocab_size=EMOJI_VOCAB)
-    return out
-
-
 def verify_emoji(directory: Path) -> str | None:
-    """None when `directory` holds a complete emoji set, else what is wrong (`FileSource.verify`)."""
+    """None when `directory` holds a complete emoji set, else what is wrong (also the `emoji` source's check)."""
     missing = [name for name in EMOJI_FILES if not (directory / name).is_file()]
     if missing:
         return f"{directory} lacks {missing}"
@@ -306,7 +266,7 @@ class CaptionedImages(_Pairs):
         self.channels = 3
 
     def _image(self, index: int) -> Image.Image:
-        return _open_rgb(self.dataset[index][0])
+        return rgb_on_white(self.dataset[index][0])
 
 
 FMNIST_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -328,8 +288,6 @@ class FashionMNISTCaptions(CaptionedImages):
     """
 
     def __init__(self, split: str = "train", root: str | Path | None = None, limit: int | None = None, seed: int = 0):
-        from ssl_platform.data.datasets.idx import FashionMNIST
-
         super().__init__(FashionMNIST(split, root=root, limit=limit, seed=seed), FMNIST_NAMES, FMNIST_TEMPLATES)
 
 
@@ -341,52 +299,4 @@ class DigitCaptions(CaptionedImages):
     """
 
     def __init__(self, split: str = "train", test_fraction: float = 0.25, seed: int = 0, limit: int | None = None):
-        from ssl_platform.data.datasets.digits import Digits
-
         super().__init__(Digits(split, test_fraction, seed, limit), DIGIT_NAMES, DIGIT_TEMPLATES)
-
-
-class ImageTextTransform:
-    """`{"image": PIL, "text": str}` -> `{"image": [C, S, S], "text_ids": [L], "text_mask": [L]}`.
-
-    The image is resized (or, with `min_scale`, randomly resized-cropped, M3AE's only augmentation) and
-    normalised; the text is tokenized, cut or padded to `max_length` tokens. Without a tokenizer only
-    `{"image"}` comes out: the eval transform of image-only protocols (category probes, kNN).
-
-    Args:
-        tokenizer: path of a `tokenizers` JSON file or of a Hugging Face tokenizer directory; None: images only.
-        size: image side in pixels.
-        max_length: tokens per text, [CLS] and [SEP] included.
-        channels: 1 or 3.
-        mean, std: per-channel normalisation (None: 0.5 / 0.5, artwork is not ImageNet).
-        min_scale: None for a plain resize (evaluation), else the smallest crop area of a random resized crop.
-    """
-
-    def __init__(self, tokenizer: str | None, size: int, max_length: int = 16, channels: int = 3,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 min_scale: float | None = None):
-        import torchvision.transforms as T
-
-        from ssl_platform.models.text import load_tokenizer, special_ids
-
-        self.tokenizer = load_tokenizer(tokenizer) if tokenizer is not None else None
-        if self.tokenizer is not None:
-            special_ids(self.tokenizer)  # a tokenizer without [MASK] / [PAD] fails here, not inside a worker
-        self.max_length = max_length
-        self.channels = channels
-        mean = list(mean) if mean is not None else [0.5] * channels
-        std = list(std) if std is not None else [0.5] * channels
-        resize = (T.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True) if min_scale is not None
-                  else T.Resize((size, size), antialias=True))
-        self.image = T.Compose([resize, T.ToTensor(), T.Normalize(mean, std)])
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        from ssl_platform.models.text import encode
-
-        if not isinstance(sample, dict) or "image" not in sample or "text" not in sample:
-            raise TypeError(f"ImageTextTransform reads {{'image', 'text'}} items of a pair set, got {type(sample).__name__}")
-        image = self.image(sample["image"].convert("L" if self.channels == 1 else "RGB"))
-        if self.tokenizer is None:
-            return {"image": image}
-        ids, mask = encode(self.tokenizer, [sample["text"]], self.max_length)
-        return {"image": image, "text_ids": ids[0], "text_mask": mask[0]}

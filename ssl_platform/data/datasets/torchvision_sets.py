@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ssl_platform.data.datasets.base import ArrayImages, check_split, resolve_root
+from ssl_platform.data.datasets.base import ArrayImages, check_split
+from ssl_platform.data.root import resolve_root
 
 OFFLINE_ALTERNATIVES = "FashionMNIST, MNIST (`python -m ssl_platform data prepare NAME`) or Digits"
 

@@ -1,4 +1,4 @@
-"""Per-sample transforms: a PIL image in, a dict of the method's batch keys out.
+"""Image transforms: a PIL image in, a dict of the method's batch keys out (SimCLR views, eval, supervised).
 
 All randomness comes from torch's global RNG (torchvision's transforms draw from it) and
 Python's `random`, which the engine seeds per sample so that a resumed run sees the same
@@ -27,7 +27,7 @@ MODES = {1: "L", 3: "RGB"}
 GRAY_NORMALIZE = {"mean": (0.5,), "std": (0.5,)}
 
 
-def _normalize_stats(
+def normalize_stats(
     channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> tuple[list[float], list[float]]:
     """Per-channel mean and std: the given ones, else ImageNet's (3 channels) or 0.5/0.5 (1 channel)."""
@@ -124,7 +124,7 @@ class SimCLRViews:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
-        mean, std = _normalize_stats(channels, mean, std)
+        mean, std = normalize_stats(channels, mean, std)
         if n_views < 1:
             raise ValueError(f"SimCLRViews: n_views must be at least 1, got {n_views}")
         color = channels == 3
@@ -176,7 +176,7 @@ class EvalTransform:
         std: Sequence[float] | None = None,
         resize: int | None = None,
     ):
-        mean, std = _normalize_stats(channels, mean, std)
+        mean, std = normalize_stats(channels, mean, std)
         self.channels = channels
         self.transform = T.Compose(
             [T.Resize(resize or size), T.CenterCrop(size), *_to_normalized_tensor(mean, std)]
@@ -213,7 +213,7 @@ class SupervisedTransform:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ):
-        mean, std = _normalize_stats(channels, mean, std)
+        mean, std = normalize_stats(channels, mean, std)
         self.channels = channels
         self.transform = T.Compose(
             [
