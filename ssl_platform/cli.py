@@ -47,113 +47,28 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _zoo_entry(spec: str, zoo: str | None):
-    """(the zoo entry called `spec`, "") or (None, why not) when `spec` is no zoo name (arch.tag) or not in the zoo."""
-    from ssl_platform.zoo import index as zoo_lib
-
-    if not zoo_lib.NAME.fullmatch(spec):
-        return None, ""
-    try:
-        return zoo_lib.get_entry(spec, zoo), ""
-    except zoo_lib.ZooError as err:
-        return None, str(err)
-
-
-def resolve_backbone(spec: str, suite_cfg, seed: int = 0, zoo: str | None = None):
-    """A `backbone=` value -> (module, name, sha256 of its file or "" for a random init).
-
-    See the module docstring for the accepted forms; a zoo name (arch.tag) is looked up in `zoo`
-    (default: `zoo.index.resolve_zoo`) when no run directory or file has that name. `raw` is the
-    raw-feature baseline of tables (`evaluation.tabular.RawTabular`), sized by the suite's
-    `random_backbone` schema (num_numeric, cat_cardinalities).
-    """
-    import torch
-
-    from ssl_platform.checkpoint.io import backbone_file, load_backbone, read_backbone_metadata
-    from ssl_platform.config import to_plain
-    from ssl_platform.models.backbones import from_spec
-    from ssl_platform.provenance import file_sha256
-
-    if spec == "raw":
-        from ssl_platform.evaluation.tabular import RawTabular
-
-        arch = to_plain(suite_cfg.get("random_backbone")) or {}
-        if "num_numeric" not in arch:
-            raise ConfigError(
-                "backbone=raw is the raw-feature baseline of a table: it needs the table's schema in the suite, "
-                "random_backbone: {name: ..., num_numeric: N, cat_cardinalities: [...]} (Table(...).schema())"
-            )
-        return RawTabular(arch["num_numeric"], arch.get("cat_cardinalities") or ()), "raw", ""
-    if spec == "random" or spec.startswith("random:"):
-        torch.manual_seed(seed)
-        if spec == "random":
-            arch = to_plain(suite_cfg.get("random_backbone"))
-            if not arch:
-                raise ConfigError("backbone=random needs random_backbone: {name: ..., ...} in the suite")
-            return from_spec(arch), "random", ""
-        source = Path(spec.split(":", 1)[1])
-        entry = None if source.exists() else _zoo_entry(str(source), zoo)[0]
-        if entry is not None:  # the architecture is in the index: no download needed
-            return from_spec(entry.backbone_spec), f"random-{entry.name}", ""
-        file = source / "backbone.safetensors" if source.is_dir() else source
-        name = f"random-{source.name if source.is_dir() else source.stem}"
-        return from_spec(read_backbone_metadata(file)["backbone"]), name, ""
-    path = Path(spec)
-    if path.exists():
-        file = backbone_file(path)
-        return load_backbone(file), path.name if path.is_dir() else path.stem, file_sha256(file)
-    entry, why_not = _zoo_entry(spec, zoo)
-    if entry is not None:
-        from ssl_platform.zoo import index as zoo_lib
-
-        return zoo_lib.load_backbone(spec, zoo), spec, entry.sha256
-    raise FileNotFoundError(
-        f"backbone={spec!r} is neither a run directory nor a .safetensors file, nor a name in the model zoo"
-        + (f" ({why_not})" if why_not else "") + "; use backbone=random, backbone=random:RUN_DIR, "
-        "backbone=RUN_DIR, backbone=FILE.safetensors, backbone=ZOO_NAME (zoo=DIR_OR_URL chooses the zoo) or, "
-        "for tables, backbone=raw"
-    )
+# the eval command's own key=value options; every other key=value overrides the suite
+EVAL_OPTIONS = ("backbone", "out_dir", "device", "overwrite", "zoo")
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
     from ssl_platform import distributed
-    from ssl_platform.checkpoint.io import write_atomic
-    from ssl_platform.evaluation.plots import write_plots
-    from ssl_platform.evaluation.report import compare
-    from ssl_platform.evaluation.suite import load_suite, run_suite
+    from ssl_platform.evaluation.suite import evaluate
+    from ssl_platform.zoo.backbones import resolve_backbone
 
-    plain = [o for o in args.overrides
-             if not o.startswith(("backbone=", "out_dir=", "device=", "overwrite=", "zoo="))]
+    plain = [o for o in args.overrides if not o.startswith(tuple(f"{k}=" for k in EVAL_OPTIONS))]
     options = dict(o.split("=", 1) for o in args.overrides if o not in plain)
     if not options.get("backbone"):
         raise ConfigError("eval needs backbone=random | random:RUN_DIR | RUN_DIR | FILE.safetensors | ZOO_NAME "
                           "| raw (comma-separated for several)")
-    specs = options["backbone"].split(",")
-    if options.get("out_dir") and len(specs) > 1:
-        raise ConfigError("out_dir= takes one backbone; with several, each writes to runs/eval/<suite>-<backbone>")
-    suite = load_suite(args.suite, plain)
-    device = distributed.init_from_env()  # under torchrun: every rank extracts a share of the features
-    device = torch.device(options["device"]) if "device" in options else device
-    overwrite = options.get("overwrite", "false").lower() in ("1", "true", "yes")
-    rows = []
+    zoo = options.get("zoo")
     try:
-        for spec in specs:
-            backbone, name, sha256 = resolve_backbone(spec, suite, zoo=options.get("zoo"))
-            out_dir = Path(options.get("out_dir") or Path("runs") / "eval" / f"{Path(args.suite).stem}-{name}")
-            rows += run_suite(suite, backbone.to(device), name, out_dir, device=str(device), overwrite=overwrite,
-                              backbone_sha256=sha256, method_spec=spec)
-            if distributed.is_main():
-                print(f"[ssl_platform] {name}: results in {out_dir}", flush=True)
+        table = evaluate(
+            args.suite, options["backbone"].split(","), lambda spec, suite: resolve_backbone(spec, suite, zoo=zoo),
+            plain, out_dir=options.get("out_dir"), device=options.get("device"),
+            overwrite=options.get("overwrite", "false").lower() in ("1", "true", "yes"),
+        )
         if distributed.is_main():
-            table = compare(rows)
-            if len(specs) > 1:  # the side-by-side table and plots of every backbone, next to the runs
-                both = Path("runs") / "eval" / f"{Path(args.suite).stem}-compare"
-                both.mkdir(parents=True, exist_ok=True)
-                write_atomic(both / "compare.md", table.encode())
-                write_plots(both, rows)
-                print(f"[ssl_platform] comparison table and plots in {both}", flush=True)
             print(table)
     finally:
         distributed.destroy()

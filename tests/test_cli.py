@@ -63,6 +63,23 @@ def test_eval_checkpoint_of_wrong_format_is_refused(capsys, tmp_path):
     assert "not a readable safetensors file" in capsys.readouterr().err
 
 
+def test_eval_out_dir_takes_one_backbone(capsys, tmp_path):
+    assert main(["eval", str(ROOT / "eval/digits.yaml"), "backbone=random,random", f"out_dir={tmp_path}"]) == 2
+    assert "out_dir= takes one backbone" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # a fresh interpreter: this session has imported torch long ago
+def test_help_answers_without_importing_torch():
+    # the CLI only parses and dispatches: its commands import what they need when they run
+    code = ("import sys; from ssl_platform.cli import main\n"
+            "try:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'sslp --help imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "backbone=" in proc.stdout
+
+
 @pytest.mark.slow
 def test_pretrain_then_eval_run_dir_and_its_random_twin(tmp_path):
     run = tmp_path / "run"

@@ -66,13 +66,8 @@ def bench_eval(backbone_dir: str, lam: float, cache: Path, tol: float) -> dict:
     from ssl_platform.data.transforms import EvalTransform
     from ssl_platform.evaluation.features import extract_features
     from ssl_platform.evaluation.knn import knn_predict
-    from ssl_platform.evaluation.linear import (
-        LAMBDAS,
-        fit_logistic_regression,
-        linear_probe,
-        standardise,
-        stratified_split,
-    )
+    from ssl_platform.evaluation.lbfgs import LAMBDAS, standardise
+    from ssl_platform.evaluation.linear import fit_logistic_regression, linear_probe, stratified_split
 
     if cache.exists():
         x, y, xt, yt = torch.load(cache)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssl_platform.evaluation.plots import write_plots
-from ssl_platform.evaluation.report import KEYS, append_rows, compare, read_rows
+from ssl_platform.evaluation.output import write_comparison
+from ssl_platform.evaluation.report import KEYS, append_rows, read_rows
 
 SETTING = tuple(k for k in KEYS if k not in ("value", "noise_rate_realised", "backbone_sha256", "git_sha"))
 
@@ -36,8 +36,7 @@ def merge(dirs: list[Path], out: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.jsonl").unlink(missing_ok=True)
     append_rows(out / "results.jsonl", rows)
-    (out / "compare.md").write_text(compare(rows))
-    write_plots(out, rows)
+    write_comparison(out, rows)
     return rows
 
 

@@ -17,7 +17,8 @@ need not start at 0 or be contiguous. A test sample whose class never occurs in 
 predicted and counts as an error.
 
 The regression (`regression.py`) and multi-label (`multilabel.py`) probes follow the same protocol
-with a random validation split (`random_split`), sharing the input checks and the λ sweep below.
+with a random validation split; all three share `lbfgs.py` (the λ grid, standardisation, L-BFGS and
+the λ sweep).
 
 - [0]: Kornblith et al., Do Better ImageNet Models Transfer Better?, 2019, https://arxiv.org/abs/1805.08974
 - [1]: Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, 2020,
@@ -27,18 +28,13 @@ with a random validation split (`random_split`), sharing the input checks and th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_platform.data.datasets.base import stratified_holdout
-
-# 9 values, one per decade of [1e-6, 1e2]: the paper's 45 values in [1e-6, 1e5] cost 5x more for
-# little change on small sets; pass `lambdas` for the full sweep.
-LAMBDAS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 2, 9))
+from ssl_platform.evaluation.lbfgs import LAMBDAS, check_lambdas, fit_lbfgs, standardise, sweep_lambdas
 
 
 @dataclasses.dataclass
@@ -58,22 +54,6 @@ class LinearProbeResult:
     test_accuracy: float
     n_train: int
     classes: list[int]
-
-
-def standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
-    """Scale every feature to zero mean, unit variance with `train`'s statistics.
-
-    Args:
-        train: [N, D] the statistics come from here only (no test leakage).
-        *others: [M, D] tensors scaled the same way.
-
-    Returns:
-        `[train, *others]` standardised. Constant features (std 0) are only centred.
-    """
-    mean = train.mean(dim=0)  # [D]
-    std = train.std(dim=0, unbiased=False)  # [D], sklearn's StandardScaler convention
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return [(x - mean) / std for x in (train, *others)]
 
 
 def stratified_split(labels: Tensor, val_fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -125,51 +105,7 @@ def fit_logistic_regression(
     Returns:
         weight: [D, C], bias: [C], detached, on x's device and dtype.
     """
-    return _fit_lbfgs(x, num_classes, lambda logits: F.cross_entropy(logits, y), lam, max_iter, tol, init)
-
-
-def _fit_lbfgs(
-    x: Tensor,
-    num_outputs: int,
-    data_loss: Callable[[Tensor], Tensor],
-    lam: float,
-    max_iter: int,
-    tol: float,
-    init: tuple[Tensor, Tensor] | None,
-) -> tuple[Tensor, Tensor]:
-    """Minimise data_loss(x W + b) + (λ/2)||W||² over W [D, num_outputs] and b with full-batch L-BFGS."""
-    if lam < 0:
-        raise ValueError(f"linear probe: lambda must be >= 0, got {lam}")
-    shape = (x.shape[1], num_outputs)
-    if init is None:
-        weight, bias = x.new_zeros(shape), x.new_zeros(num_outputs)
-    else:
-        weight, bias = init[0].to(x).clone(), init[1].to(x).clone()
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
-    # column-major x: autograd's backward multiplies x.T by the output gradient, and with x stored
-    # transposed that product reads contiguous memory (2.5x faster per evaluation on a CPU, measured
-    # at 60000 x 256 in float64); the forward product is as fast either way
-    x = x.T.contiguous().T
-    opt = torch.optim.LBFGS(
-        [weight, bias],
-        lr=1.0,
-        max_iter=max_iter,
-        tolerance_grad=tol,
-        tolerance_change=1e-12,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = data_loss(x @ weight + bias) + 0.5 * lam * weight.square().sum()
-        loss.backward()
-        return loss
-
-    # one step runs the whole optimisation (up to max_iter iterations) on the full batch
-    opt.step(closure)
-    return weight.detach(), bias.detach()
+    return fit_lbfgs(x, num_classes, lambda logits: F.cross_entropy(logits, y), lam, max_iter, tol, init)
 
 
 def _accuracy(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor) -> float:
@@ -224,8 +160,7 @@ def linear_probe(
     n_own = len(train_feats)
     if val is not None:
         train_feats, train_labels = torch.cat([train_feats, val[0]]), torch.cat([train_labels, val[1]])
-    if len(lambdas) == 0:
-        raise ValueError("linear probe: lambdas is empty; give at least one λ (e.g. the default LAMBDAS)")
+    check_lambdas(lambdas)
     x_train = train_feats.detach().to(device, torch.float64)  # [N, D]
     x_test = test_feats.detach().to(device, torch.float64)  # [M, D]
     train_labels = train_labels.detach().to(device, torch.int64)
@@ -240,88 +175,19 @@ def linear_probe(
     else:
         fit_idx, val_idx = torch.arange(n_own, device=device), torch.arange(n_own, len(train_labels), device=device)
     x_fit, x_val = standardise(x_train[fit_idx], x_train[val_idx])
-    val_accuracy, params, best = {}, None, None
-    for lam in sorted((float(v) for v in lambdas), reverse=True):
-        params = fit_logistic_regression(
-            x_fit, y_train[fit_idx], len(classes), lam, max_iter, tol, init=params
-        )
-        val_accuracy[lam] = _accuracy(x_val, y_train[val_idx], *params)
-        if best is None or val_accuracy[lam] > val_accuracy[best[0]]:
-            best = (lam, params)
+
+    def fit(lam: float, init: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        return fit_logistic_regression(x_fit, y_train[fit_idx], len(classes), lam, max_iter, tol, init=init)
+
+    val_accuracy, best_lambda, best_params = sweep_lambdas(
+        lambdas, fit, lambda params: _accuracy(x_val, y_train[val_idx], *params), higher_is_better=True
+    )
     x_all, x_test = standardise(x_train, x_test)
-    params = fit_logistic_regression(x_all, y_train, len(classes), best[0], max_iter, tol, init=best[1])
+    params = fit_logistic_regression(x_all, y_train, len(classes), best_lambda, max_iter, tol, init=best_params)
     return LinearProbeResult(
-        best_lambda=best[0],
+        best_lambda=best_lambda,
         val_accuracy=val_accuracy,
         test_accuracy=_accuracy(x_test, y_test, *params),
         n_train=len(y_train),
         classes=classes.tolist(),
     )
-
-
-def random_split(n: int, val_fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Split `range(n)` at random into fit and validation indices (for targets without classes).
-
-    Returns:
-        fit_idx: [n - V] int64, val_idx: [V] int64 with V = round(val_fraction * n), both sorted.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"linear probe: val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = round(val_fraction * n)
-    if not 0 < n_val < n:
-        raise ValueError(
-            f"linear probe: val_fraction={val_fraction} of {n} samples leaves no validation samples or "
-            "nothing to fit; change val_fraction or use more labelled samples"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    return torch.from_numpy(np.sort(perm[n_val:])), torch.from_numpy(np.sort(perm[:n_val]))
-
-
-def _check_inputs(
-    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, probe: str, device: str | torch.device
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Validate a probe's inputs; return them as float64 on `device`, targets as [N, T] and [M, T]."""
-    if train_x.ndim != 2 or test_x.ndim != 2 or len(train_x) == 0 or len(test_x) == 0:
-        raise ValueError(
-            f"{probe}: train_x and test_x must be non-empty [N, D] tensors, got shapes "
-            f"{tuple(train_x.shape)} and {tuple(test_x.shape)}"
-        )
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"{probe}: train_x have D={train_x.shape[1]} but test_x have D={test_x.shape[1]}")
-    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
-        if y.ndim not in (1, 2) or len(y) != len(x):
-            raise ValueError(
-                f"{probe}: {name}_y must be [{len(x)}] or [{len(x)}, T] to match {name}_x, "
-                f"got {tuple(y.shape)}"
-            )
-    if train_y.shape[1:] != test_y.shape[1:]:
-        raise ValueError(f"{probe}: train_y is {tuple(train_y.shape)} but test_y is {tuple(test_y.shape)}")
-    out = [v.detach().to(device, torch.float64) for v in (train_x, train_y, test_x, test_y)]
-    for name, v in zip(("train_x", "train_y", "test_x", "test_y"), out):
-        if not torch.isfinite(v).all():
-            raise ValueError(f"{probe}: {name} holds NaN or inf; drop or impute those samples first")
-    x, y, xt, yt = out
-    return x, y.reshape(len(x), -1), xt, yt.reshape(len(xt), -1)
-
-
-def _sweep(
-    lambdas: Sequence[float],
-    fit: Callable[[float, tuple[Tensor, Tensor] | None], tuple[Tensor, Tensor]],
-    score: Callable[[tuple[Tensor, Tensor]], float],
-    higher_is_better: bool,
-) -> tuple[dict[float, float], float, tuple[Tensor, Tensor]]:
-    """Fit every λ from the largest down (each warm-starting the next), score it; ties go to the larger λ.
-
-    Returns:
-        λ -> score, the best λ, and its fitted (weight, bias).
-    """
-    if len(lambdas) == 0:
-        raise ValueError("linear probe: lambdas is empty; give at least one λ (e.g. the default LAMBDAS)")
-    scores, params, best = {}, None, None
-    for lam in sorted((float(v) for v in lambdas), reverse=True):
-        params = fit(lam, params)
-        scores[lam] = score(params)
-        sign = 1.0 if higher_is_better else -1.0
-        if best is None or sign * scores[lam] > sign * scores[best[0]]:
-            best = (lam, params)
-    return scores, best[0], best[1]

@@ -1,7 +1,8 @@
 """Multi-label probe on cached features: one-vs-rest logistic regression fitted jointly with L-BFGS.
 
 The protocol of `linear.py` (standardise, sweep λ on a validation split carved from train, refit on
-train + validation, score test once), with a random split since there are no classes.
+train + validation, score test once; the shared pieces, L-BFGS included, are in `lbfgs.py`), with a
+random split since there are no classes.
 
 Objective (the convention every result of this module uses), targets [N, L] in {0, 1}:
 
@@ -25,13 +26,13 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from torch import Tensor
 
-from ssl_platform.evaluation.linear import (
+from ssl_platform.evaluation.lbfgs import (
     LAMBDAS,
-    _check_inputs,
-    _fit_lbfgs,
-    _sweep,
+    check_probe_inputs,
+    fit_lbfgs,
     random_split,
     standardise,
+    sweep_lambdas,
 )
 
 
@@ -77,7 +78,7 @@ def fit_multilabel_logistic_regression(
     def loss(logits: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(y)
 
-    return _fit_lbfgs(x, y.shape[1], loss, lam, max_iter, tol, init)
+    return fit_lbfgs(x, y.shape[1], loss, lam, max_iter, tol, init)
 
 
 def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
@@ -151,7 +152,7 @@ def multilabel_probe(
             f"multilabel probe: targets must be [N, L], got {tuple(train_y.shape)} and "
             f"{tuple(test_y.shape)}; for one label use shape [N, 1]"
         )
-    x, y, x_test, y_test = _check_inputs(train_x, train_y, test_x, test_y, "multilabel probe", device)
+    x, y, x_test, y_test = check_probe_inputs(train_x, train_y, test_x, test_y, "multilabel probe", device)
     _check_binary(y, "multilabel probe: train_y")
     _check_binary(y_test, "multilabel probe: test_y")
     fit_idx, val_idx = (i.to(device) for i in random_split(len(x), val_fraction, seed))
@@ -163,7 +164,7 @@ def multilabel_probe(
     def val_map(params: tuple[Tensor, Tensor]) -> float:
         return mean_average_precision(x_val @ params[0] + params[1], y[val_idx])
 
-    scores, best_lambda, best_params = _sweep(lambdas, fit, val_map, higher_is_better=True)
+    scores, best_lambda, best_params = sweep_lambdas(lambdas, fit, val_map, higher_is_better=True)
     x_all, x_test = standardise(x, x_test)
     weight, bias = fit_multilabel_logistic_regression(x_all, y, best_lambda, max_iter, tol, init=best_params)
     test_map = mean_average_precision(x_test @ weight + bias, y_test)

@@ -2,7 +2,7 @@
 
 Two plots per task and metric: the metric against the label noise rate, and against the label
 fraction; a line is the mean over seeds with a ±1 std band (sample std, ddof=1, as in the tables of
-`report.py`). `report.write_report` writes them beside `summary.md` and links them from it.
+`report.py`). `output.write_report` writes them beside `summary.md` and links them from it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_platform.checkpoint.io import write_atomic
-from ssl_platform.evaluation.report import _backbone_labels, _settings
+from ssl_platform.evaluation.report import backbone_labels, group_settings
 
 PLOTS_DIR = "plots"
 # bookkeeping values such as the selected "lambda" are tabled but not plotted
@@ -40,8 +40,8 @@ CSV_COLUMNS = (
 
 def _points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One point per setting: the CSV columns plus task and metric; std is nan when n = 1."""
-    groups = _settings(rows)
-    labels = _backbone_labels(groups)
+    groups = group_settings(rows)
+    labels = backbone_labels(groups)
     points = []
     for members in groups:
         first, values = members[0], [r["value"] for r in members]

@@ -1,7 +1,8 @@
 """Regression probe on cached features: closed-form ridge regression, and its metrics.
 
 The protocol of `linear.py` (standardise, sweep λ on a validation split carved from train, refit on
-train + validation, score test once), with a random split since there are no classes.
+train + validation, score test once; the shared pieces are in `lbfgs.py`), with a random split since
+there are no classes.
 
 Objective (the convention every result of this module uses), targets [N] or [N, T]:
 
@@ -21,7 +22,13 @@ import torch
 from sklearn.metrics import mean_squared_error, r2_score
 from torch import Tensor
 
-from ssl_platform.evaluation.linear import LAMBDAS, _check_inputs, _sweep, random_split, standardise
+from ssl_platform.evaluation.lbfgs import (
+    LAMBDAS,
+    check_probe_inputs,
+    random_split,
+    standardise,
+    sweep_lambdas,
+)
 
 
 @dataclasses.dataclass
@@ -119,14 +126,14 @@ def ridge_probe(
     Returns:
         RegressionProbeResult.
     """
-    x, y, x_test, y_test = _check_inputs(train_x, train_y, test_x, test_y, "ridge probe", "cpu")
+    x, y, x_test, y_test = check_probe_inputs(train_x, train_y, test_x, test_y, "ridge probe", "cpu")
     fit_idx, val_idx = random_split(len(x), val_fraction, seed)
     x_fit, x_val = standardise(x[fit_idx], x[val_idx])
 
     def val_rmse(params: tuple[Tensor, Tensor]) -> float:
         return (x_val @ params[0] + params[1] - y[val_idx]).square().mean().sqrt().item()
 
-    scores, best_lambda, _ = _sweep(
+    scores, best_lambda, _ = sweep_lambdas(
         lambdas, lambda lam, _: fit_ridge(x_fit, y[fit_idx], lam), val_rmse, higher_is_better=False
     )
     x_all, x_test = standardise(x, x_test)

@@ -7,7 +7,8 @@ because "symmetric 40%" means different things in different codebases. Each row 
 produced it: the backbone file's sha256 (`""` for a random init) and the code's git sha, so a
 number in a table can be traced back to weights and commit.
 
-`write_report` also writes the plots of `plots.py` and links them from `summary.md`.
+`group_settings` and `backbone_labels` are the grouping every view of the rows shares (the tables
+here, the plots of `plots.py`); `output.write_report` writes `summary.md` with the plots linked.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ SETTING = (
 )
 
 
-def _settings(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def group_settings(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Rows grouped by setting (every key but the repeat keys), sorted; each group's seeds checked."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -202,7 +203,7 @@ def _caption(groups: Sequence[Sequence[dict[str, Any]]]) -> str:
     return " ".join(parts)
 
 
-def _backbone_labels(groups: Sequence[Sequence[dict[str, Any]]]) -> dict[tuple[str, str], str]:
+def backbone_labels(groups: Sequence[Sequence[dict[str, Any]]]) -> dict[tuple[str, str], str]:
     """(backbone, backbone_sha256) -> its name, plus a short sha where one name stands for several files."""
     ids = sorted({(g[0]["backbone"], g[0]["backbone_sha256"]) for g in groups})
     names = [name for name, _ in ids]
@@ -234,8 +235,8 @@ def summarise(rows: Iterable[dict[str, Any]]) -> str:
         Markdown text: a caption stating the std convention (ddof=1) and what produced the rows, and
         the table, sorted by backbone, task, protocol, label fraction, noise, robust method and metric.
     """
-    groups = _settings(rows)
-    labels = _backbone_labels(groups)
+    groups = group_settings(rows)
+    labels = backbone_labels(groups)
     lines = [
         _caption(groups),
         "",
@@ -263,7 +264,7 @@ def compare(rows: Iterable[dict[str, Any]]) -> str:
         when that backbone has no result for the setting.
     """
     rows = list(rows)
-    groups = _settings(rows)
+    groups = group_settings(rows)
     files: dict[str, set[str]] = {}
     for members in groups:
         files.setdefault(members[0]["backbone"], set()).add(members[0]["backbone_sha256"])
@@ -298,23 +299,3 @@ def write_summary(out_dir: str | Path, rows: Iterable[dict[str, Any]], appendix:
     path = Path(out_dir) / SUMMARY_FILE
     write_atomic(path, (summarise(rows) + appendix).encode())
     return path
-
-
-def write_report(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> dict[str, Path | list[Path]]:
-    """`write_summary` plus `write_plots`, with a "Plots" section linking the PNGs appended to summary.md.
-
-    Returns:
-        {"summary": path of summary.md, "plots": the PNGs written}.
-    """
-    from ssl_platform.evaluation.plots import write_plots  # plots imports this module: import it here
-
-    rows = list(rows)
-    plots = write_plots(out_dir, rows)
-    lines = ["", "## Plots", ""]
-    if not plots:
-        lines.append("None: a plot needs two noise rates, or two label fractions, of one task.")
-    for png in plots:
-        link = png.relative_to(Path(out_dir)).as_posix()
-        lines += [f"![{png.stem}]({link}) ([numbers]({link[: -len('.png')]}.csv))", ""]
-    summary = write_summary(out_dir, rows, "\n".join(lines).rstrip("\n") + "\n")
-    return {"summary": summary, "plots": plots}

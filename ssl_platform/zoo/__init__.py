@@ -7,6 +7,7 @@
 Where the zoo is, how files are checked and cached: `ssl_platform.zoo.index`.
 """
 
+from ssl_platform.zoo.backbones import resolve_backbone
 from ssl_platform.zoo.card import write_docs
 from ssl_platform.zoo.download import DownloadError, IntegrityError
 from ssl_platform.zoo.index import (
@@ -41,6 +42,7 @@ __all__ = [
     "publish",
     "pull",
     "read_index",
+    "resolve_backbone",
     "resolve_zoo",
     "timm_kwargs",
     "verify",

@@ -52,7 +52,6 @@ from torch import nn
 from ssl_platform.checkpoint import io
 from ssl_platform.checkpoint.io import CheckpointError
 from ssl_platform.zoo.checks import (
-    NAME,  # noqa: F401  (cli.py tells zoo names from paths by it)
     ZooError,
     card_files,
     check_entry,

@@ -14,7 +14,8 @@ from ssl_platform.data.datasets import ArrayImages
 from ssl_platform.data.transforms import EvalTransform
 from ssl_platform.engine.trainer import TrainConfig, _apply_schedules, _build_optimizer
 from ssl_platform.evaluation import noise
-from ssl_platform.evaluation.finetune import Classifier, LabelledView, Regressor, finetune
+from ssl_platform.evaluation.finetune import LabelledView, finetune
+from ssl_platform.evaluation.finetune_heads import Classifier, Regressor
 from ssl_platform.models.backbones import create_backbone
 
 
@@ -42,6 +43,7 @@ def run(tmp_path, backbone, train, test, **kwargs):
     return finetune(backbone, train, test, **{**settings, **kwargs})
 
 
+@pytest.mark.slow
 def test_finetune_learns_and_leaves_the_callers_backbone_alone(tmp_path):
     backbone = tiny_backbone()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
@@ -100,6 +102,7 @@ def test_regressor_trains_mse_on_standardised_targets_and_predicts_in_their_unit
         method({"image": image, "label": torch.tensor([1.0, float("nan"), 0, 0, 0, 0])})
 
 
+@pytest.mark.slow
 def test_regression_fine_tune_learns_and_reports_rmse_and_r2_of_its_predictions(tmp_path):
     train, test = brightness(), brightness(seed=1)
     result = run(tmp_path, tiny_backbone(), train, test, kind="regression", epochs=30, lr=2e-2)
@@ -158,6 +161,7 @@ def test_drop_path_rebuilds_the_architecture_with_the_same_weights(tmp_path):
         _trainable_copy(torch.nn.Linear(2, 2), drop_path=0.1)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_trained_again_and_another_backbone_is_refused(tmp_path):
     backbone = tiny_backbone()
     first = run(tmp_path, backbone, blobs(), blobs(seed=1), identity={"backbone_sha256": "a" * 64})

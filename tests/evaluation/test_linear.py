@@ -8,14 +8,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from ssl_platform.evaluation.linear import (
-    LAMBDAS,
-    fit_logistic_regression,
-    linear_probe,
-    random_split,
-    standardise,
-    stratified_split,
-)
+from ssl_platform.evaluation.lbfgs import LAMBDAS, random_split, standardise
+from ssl_platform.evaluation.linear import fit_logistic_regression, linear_probe, stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.multiclass import OneVsRestClassifier
 
-from ssl_platform.evaluation.linear import standardise
+from ssl_platform.evaluation.lbfgs import standardise
 from ssl_platform.evaluation.multilabel import (
     fit_multilabel_logistic_regression,
     mean_average_precision,

@@ -15,19 +15,18 @@ import torch
 from omegaconf import OmegaConf
 from scipy import stats
 
-from ssl_platform.evaluation.noise import (
-    CIFAR10_ASYMMETRIC,
-    KINDS,
+from ssl_platform.evaluation.noise import KINDS, corrupt, labels_sha256, realised_rate
+from ssl_platform.evaluation.noise_multilabel import (
     MULTILABEL_KINDS,
-    SYMMETRIC_CONVENTIONS,
-    asymmetric,
-    corrupt,
-    instance_dependent,
-    labels_sha256,
     multilabel_mixed,
     multilabel_subtractive,
+)
+from ssl_platform.evaluation.noise_single import (
+    CIFAR10_ASYMMETRIC,
+    SYMMETRIC_CONVENTIONS,
+    asymmetric,
+    instance_dependent,
     pair_flip,
-    realised_rate,
     symmetric,
 )
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ssl_platform.evaluation import plots as plots_lib
+from ssl_platform.evaluation.output import write_report
 from ssl_platform.evaluation.plots import write_plots
-from ssl_platform.evaluation.report import make_row, summarise, write_report, write_summary
+from ssl_platform.evaluation.report import make_row, summarise, write_summary
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -126,6 +127,7 @@ def figures(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_plots_show_mean_and_sample_std_per_protocol_and_robust_method(tmp_path, figures):
     rows = sweep()
     plots = write_plots(tmp_path, rows)

@@ -10,7 +10,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.preprocessing import StandardScaler
 
-from ssl_platform.evaluation.linear import LAMBDAS, random_split, standardise
+from ssl_platform.evaluation.lbfgs import LAMBDAS, random_split, standardise
 from ssl_platform.evaluation.regression import fit_ridge, regression_metrics, ridge_probe
 
 

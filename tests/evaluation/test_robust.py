@@ -15,18 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_platform.evaluation.robust import (
-    LOSSES,
-    ROBUST,
-    CrossEntropy,
-    ELRLoss,
-    GCELoss,
-    NMTuneHead,
-    SCELoss,
-    make_loss,
-    nmtune_loss,
-    train_head,
-)
+from ssl_platform.evaluation.robust import ROBUST, NMTuneHead, nmtune_loss, train_head
+from ssl_platform.evaluation.robust_losses import LOSSES, CrossEntropy, ELRLoss, GCELoss, SCELoss, make_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -276,6 +266,7 @@ def test_train_head_is_deterministic_and_leaves_the_global_rng_alone():
         assert train_head(x, y, xt, yt, num_classes=4, robust=robust, epochs=3, seed=3) == first
 
 
+@pytest.mark.slow
 def test_robust_losses_resist_symmetric_noise():
     """60% sym-inclusive noise (45% of labels wrong), d > n: CE memorises the noise, ELR does not."""
     x, y, xt, yt, clean = _blobs(0, noise=0.6)
@@ -313,7 +304,7 @@ _ELR_WORKER = textwrap.dedent("""
     import sys
     import torch
     import torch.distributed as dist
-    from ssl_platform.evaluation.robust import ELRLoss
+    from ssl_platform.evaluation.robust_losses import ELRLoss
 
     rank, out = int(sys.argv[1]), sys.argv[2]
     dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)

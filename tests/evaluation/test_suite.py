@@ -19,8 +19,10 @@ from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import Digits
 from ssl_platform.evaluation import noise as noise_lib
 from ssl_platform.evaluation.knn import KNN_PRESETS
+from ssl_platform.evaluation.protocols import PROTOCOLS
 from ssl_platform.evaluation.report import KEYS
-from ssl_platform.evaluation.suite import PROTOCOLS, labelled_subset, load_suite, random_subset, run_suite
+from ssl_platform.evaluation.settings import labelled_subset, random_subset
+from ssl_platform.evaluation.suite import load_suite, run_suite
 from ssl_platform.models.backbones import create_backbone
 
 EVAL = Path(__file__).resolve().parents[2] / "eval"
@@ -242,6 +244,7 @@ def test_digits_suite_runs_every_protocol_under_noise_and_writes_the_report(tmp_
         run_suite(cfg, backbone, "random", tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_noise_corrupts_the_training_labels_only_and_knn_sees_it(tmp_path):
     """kNN with k=1 on pixels: every test point's nearest training image keeps its label unless the
     noise flipped it, so accuracy falls by about the flip rate; the test labels are never touched."""
@@ -260,6 +263,7 @@ def test_noise_corrupts_the_training_labels_only_and_knn_sees_it(tmp_path):
     assert a.sha256 == noise_lib.corrupt(y.clone(), "symmetric", 0.5, 10, seed=0).sha256
 
 
+@pytest.mark.slow
 def test_pixel_features_are_a_strong_baseline_and_extracted_once(tmp_path):
     """Sanity anchor: kNN and the linear probe on raw digits pixels are well above 90%."""
     cfg = load_suite(DIGITS, ["eval.protocols=[knn,linear]", "noise.kinds=[]", "noise.rates=[]",
@@ -379,6 +383,7 @@ def test_regression_task_reports_rmse_and_r2(tmp_path, user_module):
     assert {r["noise_kind"] for r in rows} == {"none"}
 
 
+@pytest.mark.slow
 def test_regression_task_fine_tunes_and_reports_rmse_and_r2_of_the_same_predictions(tmp_path, user_module):
     eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
     cfg = {"name": "kinds", "tasks": {"t": {
@@ -417,6 +422,7 @@ def test_multilabel_task_reports_map(tmp_path, user_module):
     assert metrics[("linear", "map")] > 85.0 and metrics[("knn_k20_t0.07", "map")] > 85.0
 
 
+@pytest.mark.slow
 def test_multilabel_task_runs_under_multilabel_noise_and_refuses_single_label_kinds(tmp_path, user_module):
     eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
     task = {"kind": "multilabel", "transform": eval8,

@@ -52,6 +52,7 @@ def test_selection_and_test_accuracy_match_a_naive_fold_loop(kernel):
     assert result.test_accuracy > 85.0  # digits from pixels: an SVM is good at this
 
 
+@pytest.mark.slow
 def test_noisy_labels_lower_the_score_and_folds_shrink_to_the_smallest_class():
     x, y, x_test, y_test = digits()
     clean = svm_probe(x, y, x_test, y_test, folds=5)
@@ -96,6 +97,7 @@ class Pixels(torch.nn.Module):
         return x[:, 0]
 
 
+@pytest.mark.slow
 def test_the_suite_runs_svm_with_label_noise_and_checks_its_section(tmp_path):
     eval8 = {"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1}
     cfg = {"name": "svm", "tasks": {"digits": {

@@ -18,7 +18,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from ssl_platform.cli import resolve_backbone
 from ssl_platform.config import ConfigError
 from ssl_platform.data.datasets import Digits, Table
 from ssl_platform.data.transforms import EvalTransform
@@ -28,6 +27,7 @@ from ssl_platform.evaluation.features import extract_tabular_features
 from ssl_platform.evaluation.report import KEYS
 from ssl_platform.evaluation.suite import load_suite, run_suite
 from ssl_platform.evaluation.tabular import RawTabular, fit_and_score, make_gbdt, make_mlp
+from ssl_platform.zoo.backbones import resolve_backbone
 
 EXTRACTOR = "ssl_platform.evaluation.features.extract_tabular_features"
 
@@ -122,6 +122,7 @@ def test_mlp_and_gbdt_heads_equal_scikit_learn_fitted_directly():
     assert ours["top1"] > 85.0  # wine is easy for trees
 
 
+@pytest.mark.slow
 def test_regression_heads_report_rmse_and_r2_of_scikit_learn_fitted_directly():
     (x, y), (xt, yt) = features_of("randhie", limit=2000)
     xn, yn, xtn, ytn = x.double().numpy(), y.double().numpy(), xt.double().numpy(), yt.double().numpy()
@@ -173,6 +174,7 @@ def table_suite(tmp_path, kind, target, protocols=("linear", "mlp", "gbdt")):
 
 
 @pytest.mark.parametrize("kind, target", [("classification", "kind"), ("regression", "value")])
+@pytest.mark.slow
 def test_table_suite_runs_raw_and_a_backbone_end_to_end(tmp_path, kind, target):
     cfg = table_suite(tmp_path, kind, target)
     raw, name, sha = resolve_backbone("raw", cfg)

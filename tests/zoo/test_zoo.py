@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,12 +17,13 @@ from torch import nn
 
 from ssl_platform import zoo
 from ssl_platform.checkpoint.io import export_backbone
-from ssl_platform.cli import main, resolve_backbone
+from ssl_platform.cli import main
 from ssl_platform.evaluation.report import append_rows, make_row
 from ssl_platform.models.backbones import create_backbone, pooled_features
 from ssl_platform.provenance import file_sha256
 from ssl_platform.zoo import index as zoo_lib
 from ssl_platform.zoo import publishing as zoo_publish
+from ssl_platform.zoo.backbones import resolve_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
 NARROW = [8, 16, 32, 64]
@@ -352,7 +350,8 @@ def server(zoo_dir):
     """The zoo over http on 127.0.0.1 (ephemeral port), at http://127.0.0.1:PORT/zoo."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ZooHandler)
     httpd.root, httpd.requests, httpd.ranges = zoo_dir, [], True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # a short poll: shutdown() waits for the loop to look, 0.5 s per test at the default
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/zoo"
     yield httpd
@@ -449,16 +448,17 @@ def test_concurrent_pulls_download_once(server, cache):
 
 
 @pytest.mark.slow
-def test_pretrain_eval_publish_then_eval_by_zoo_name(tmp_path):
-    """The whole path with the real engine: a run, its evaluation, `sslp zoo publish`, `sslp eval backbone=NAME`."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    env.pop(zoo_lib.ENV_ZOO, None)
+def test_pretrain_eval_publish_then_eval_by_zoo_name(tmp_path, monkeypatch, capsys):
+    """The whole path with the real engine: a run, its evaluation, `sslp zoo publish`, `sslp eval backbone=NAME`
+    (the command's entry point, in this process; the autouse `cache` fixture puts the cache under tmp_path)."""
+    monkeypatch.chdir(tmp_path)
 
     def sslp(*args):
-        proc = subprocess.run([sys.executable, "-m", "ssl_platform", *args], cwd=tmp_path, env=env, check=False,
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
 
     run = tmp_path / "runs" / "debug"
     sslp("pretrain", str(ROOT / "recipes/simclr/debug.yaml"), f"train.out_dir={run}", "train.max_steps=2")
