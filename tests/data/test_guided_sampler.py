@@ -1,13 +1,16 @@
 """GuidedBatchSampler (G-SimCLR's batches of distinct pseudo-labels) and the full-batch bound.
 
 Property tests on synthetic labels, including uneven cluster sizes like k-means gives, on simulated
-ranks (every rank is built separately, as under torchrun).
+ranks (every rank is built separately, as under torchrun). The hypothesis tests draw the same examples
+every run (the "ci" profile of tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from ssl_platform.data.collate import TransformedDataset, collate
@@ -41,11 +44,10 @@ def global_batches_from_ranks(samplers: list[GuidedBatchSampler]) -> list[list[i
     return [[i for p in per_rank for i in p[b]] for b in range(len(per_rank[0]))]
 
 
-@pytest.mark.parametrize("seed", range(60))
-def test_bound_matches_its_definition(seed):
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(0, 40, size=rng.integers(1, 60))
-    batch = int(rng.integers(1, 30))
+@settings(max_examples=300)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=60), batch=st.integers(1, 30))
+def test_bound_matches_its_definition(counts, batch):
+    counts = np.array(counts)
     assert full_batch_bound(counts, batch) == naive_bound(counts, batch)
 
 
@@ -98,12 +100,22 @@ def test_deterministic_per_seed_and_epoch_and_reshuffled_between_epochs():
     assert list(other_seed) != first
 
 
-@pytest.mark.parametrize("case", range(300))
-def test_greedy_fill_reaches_the_bound(case):
-    rng = np.random.default_rng(1000 + case)
-    k = int(rng.integers(8, 120))
-    batch = int(rng.integers(2, k + 1))
-    n = int(rng.integers(k, 40 * k))
+@st.composite
+def clusterings(draw) -> tuple[int, int, int, int]:
+    """(clusters k, batch <= k, samples n in [k, 40 k], seed of the uneven cluster sizes).
+
+    n is drawn as samples per cluster, then the rest: hypothesis favours small integers, and most
+    clusterings worth checking hold hundreds or thousands of samples.
+    """
+    k = draw(st.integers(8, 120))
+    n = k * draw(st.integers(1, 39)) + draw(st.integers(0, k))
+    return k, draw(st.integers(2, k)), n, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=300)
+@given(clustering=clusterings())
+def test_greedy_fill_reaches_the_bound(clustering):
+    k, batch, n, case = clustering
     labels = uneven_labels(n, k, seed=case)
     if len(np.unique(labels)) < batch:
         labels[: k] = np.arange(k)  # every label present at least once

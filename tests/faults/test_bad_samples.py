@@ -22,8 +22,10 @@ from ssl_platform.data.collate import (
 )
 from ssl_platform.data.datasets import ImageFolder, ImageTextPairs, Molecules, Table
 from ssl_platform.data.samplers import ResumableSampler
+from ssl_platform.engine.preemption import stop_workers
 
 N = 10
+WORKERS = pytest.param(2, marks=pytest.mark.slow, id="2")  # DataLoader worker processes
 
 
 def noisy_tensor(image):
@@ -60,11 +62,16 @@ def epoch(data, num_workers, seed=3, start=0):
     sampler = ResumableSampler(len(data), seed=seed)
     sampler.set_epoch(1)
     sampler.set_start(start)
-    loader = DataLoader(data, batch_size=5, sampler=sampler, collate_fn=collate, num_workers=num_workers)
-    return list(loader), [index for index, _ in sampler]
+    batches = iter(DataLoader(data, batch_size=5, sampler=sampler, collate_fn=collate, num_workers=num_workers))
+    try:
+        return list(batches), [index for index, _ in sampler]
+    finally:
+        # as the engine does: stopped now, the workers take milliseconds; left to the garbage collector
+        # (an exception's traceback keeps the iterator alive), torch waits 5 s for each
+        stop_workers(batches)
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, WORKERS])
 @pytest.mark.parametrize("kind", ["truncated", "random"])
 def test_corrupt_image_stops_with_one_clean_line_naming_the_file(tmp_path, kind, num_workers):
     root = image_dir(tmp_path / "images", bad=(4,), kind=kind)
@@ -90,7 +97,7 @@ def test_worker_traceback_message_is_cut_to_our_line():
     assert str(BadSampleError(ours)) == ours  # a message of our own is left alone
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, WORKERS])
 def test_skip_replaces_bad_samples_by_the_next_good_index_with_the_same_seed(tmp_path, num_workers, capfd):
     bad = {3, 4, 9}  # two in a row, and the last one (its replacement wraps around to 0)
     root = image_dir(tmp_path / "images", bad=bad)

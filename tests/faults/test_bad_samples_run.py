@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+
+from ssl_platform.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "recipes" / "simclr" / "debug.yaml"
@@ -28,33 +27,36 @@ def folder_with_a_corrupt_image(tmp_path):
     return images
 
 
-def pretrain(images: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def pretrain(images: Path, out: Path, capfd, *extra: str) -> tuple[int, str, str]:
+    """The pretrain command in this process (two loader workers): (exit code, stdout, stderr).
+
+    capfd, not capsys: the workers print what they skip to the file descriptors they inherited.
+    """
     recipe = OmegaConf.load(DEBUG)
     recipe.data.dataset = {"_component_": "ssl_platform.data.datasets.ImageFolder", "root": str(images), "channels": 1}
     path = out.parent / "folder_recipe.yaml"
     OmegaConf.save(recipe, path)
-    args = [sys.executable, "-m", "ssl_platform", "pretrain", str(path), "data.batch_size=8", "train.max_steps=8",
-            "data.num_workers=2",
-            f"train.out_dir={out}", *extra]
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = main(["pretrain", str(path), "data.batch_size=8", "train.max_steps=8", "data.num_workers=2",
+                 f"train.out_dir={out}", *extra])
+    captured = capfd.readouterr()
+    return code, captured.out, captured.err
 
 
-@pytest.mark.slow
-def test_corrupt_image_stops_the_run_naming_the_file(folder_with_a_corrupt_image, tmp_path):
-    done = pretrain(folder_with_a_corrupt_image, tmp_path / "run")
-    assert done.returncode == 2, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
+@pytest.mark.slow  # a short training run with two loader worker processes
+def test_corrupt_image_stops_the_run_naming_the_file(folder_with_a_corrupt_image, tmp_path, capfd):
+    code, _, stderr = pretrain(folder_with_a_corrupt_image, tmp_path / "run", capfd)
+    assert code == 2, stderr
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ImageFolder sample 17") and "17.png" in last and "on_bad_sample=skip" in last
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.slow
-def test_skip_trains_on_and_lists_what_it_skipped(folder_with_a_corrupt_image, tmp_path):
+def test_skip_trains_on_and_lists_what_it_skipped(folder_with_a_corrupt_image, tmp_path, capfd):
     out = tmp_path / "run"
-    done = pretrain(folder_with_a_corrupt_image, out, "data.on_bad_sample=skip")
-    assert done.returncode == 0, done.stderr
-    assert "1 bad samples were replaced by the next good one" in done.stdout
+    code, stdout, stderr = pretrain(folder_with_a_corrupt_image, out, capfd, "data.on_bad_sample=skip")
+    assert code == 0, stderr
+    assert "1 bad samples were replaced by the next good one" in stdout
     rows = [json.loads(line) for line in (out / "skipped_samples.jsonl").read_text().splitlines()]
     assert rows and {r["index"] for r in rows} == {17} and all("17.png" in r["source"] for r in rows)
     assert (out / "backbone.safetensors").is_file()

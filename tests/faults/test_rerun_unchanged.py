@@ -7,13 +7,12 @@ backbone.safetensors again (with the git sha of whatever code re-ran it).
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from toy_run import train
+
+from ssl_platform.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,20 +22,18 @@ def snapshot(directory):
             for p in sorted(Path(directory).rglob("*")) if p.is_file()}
 
 
-@pytest.mark.slow
-def test_rerunning_a_finished_run_leaves_every_file_byte_for_byte(tmp_path):
+@pytest.mark.slow  # two short training runs of the command (its entry point, in this process)
+def test_rerunning_a_finished_run_leaves_every_file_byte_for_byte(tmp_path, capsys):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml", "train.max_steps=3",
-           f"train.out_dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    args = ["pretrain", str(ROOT / "recipes/simclr/debug.yaml"), "train.max_steps=3", f"train.out_dir={out}"]
+    assert main(args) == 0
     first = snapshot(out)
     assert {"config.yaml", "metrics.jsonl", "checkpoints/last.pt", "backbone.safetensors"} <= set(first)
     assert any(name.startswith("tb/") for name in first)
 
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert again.returncode == 0, again.stderr
-    assert f"done: step 3, run directory {out}" in again.stdout
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"done: step 3, run directory {out}" in capsys.readouterr().out
     assert snapshot(out) == first
 
 

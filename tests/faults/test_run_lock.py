@@ -21,6 +21,7 @@ from toy_run import train
 
 from ssl_platform.checkpoint import run_lock
 from ssl_platform.checkpoint.run_lock import LOCK_NAME, RunLockedError, hold_run_lock
+from ssl_platform.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -42,24 +43,24 @@ def holder(directory):
 
 
 def dead_pid():
-    proc = subprocess.Popen(["true"])
-    proc.wait()  # reaped: no process has this pid now
-    return proc.pid
+    """A pid no process has: pids stay below pid_max (a fork would do too, but fast tests start none)."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
 
 
 @pytest.mark.slow
-def test_second_pretrain_on_a_held_directory_exits_2_naming_the_holder_and_changes_nothing(tmp_path):
+def test_second_pretrain_on_a_held_directory_exits_2_naming_the_holder_and_changes_nothing(tmp_path, capsys):
+    # the command's own entry point, in this process; the holder is another process (a POSIX lock is per process)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml", f"train.out_dir={out}"]
-    subprocess.run([*cmd, "train.max_steps=2"], cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=300)
+    args = ["pretrain", str(ROOT / "recipes/simclr/debug.yaml"), f"train.out_dir={out}"]
+    assert main([*args, "train.max_steps=2"]) == 0
     first = holder(out)
     try:
         before = snapshot(out)
-        second = subprocess.run([*cmd, "train.max_steps=4"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                                timeout=300, check=False)
-        assert second.returncode == 2, second.stderr
-        assert f"is in use by another training run: pid {first.pid} on host {socket.gethostname()}" in second.stderr
-        assert "Traceback" not in second.stderr
+        capsys.readouterr()
+        assert main([*args, "train.max_steps=4"]) == 2
+        stderr = capsys.readouterr().err
+        assert f"is in use by another training run: pid {first.pid} on host {socket.gethostname()}" in stderr
+        assert "Traceback" not in stderr
         assert snapshot(out) == before
     finally:
         first.terminate()  # SIGTERM: the holder's `with` block still runs its cleanup
@@ -68,6 +69,7 @@ def test_second_pretrain_on_a_held_directory_exits_2_naming_the_holder_and_chang
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow  # a second process holds the lock
 def test_fit_refuses_a_held_directory_and_writes_nothing(tmp_path):
     first = holder(tmp_path / "run")
     try:
@@ -157,6 +159,7 @@ def test_without_flock_another_hosts_lock_is_refused_saying_to_delete_it_if_gone
     assert (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.slow  # a second process holds the lock
 def test_evaluation_into_a_held_directory_is_refused_and_writes_nothing(tmp_path):
     # two evaluations into one out_dir would mix their results.jsonl (or one would delete the other's)
     from ssl_platform.evaluation.suite import load_suite, run_suite
@@ -182,6 +185,7 @@ FORK_AND_HOLD = ("import os, sys, time\nfrom ssl_platform.checkpoint.run_lock im
                  "    print('held', flush=True)\n    time.sleep(120)\n")
 
 
+@pytest.mark.slow  # a second process holds the lock
 def test_a_killed_runs_forked_children_do_not_keep_its_lock(tmp_path):
     # a SIGKILLed run's loader workers live on for seconds; the same command must resume at once
     proc = subprocess.Popen([sys.executable, "-c", FORK_AND_HOLD, str(tmp_path)], cwd=ROOT, env=ENV,

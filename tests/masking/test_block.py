@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ssl_platform.masking.block import (
     block_shape,
@@ -18,7 +20,8 @@ def as_cells(index, grid=(8, 8)):
     return {(int(i) // grid[1], int(i) % grid[1]) for i in index}
 
 
-@pytest.mark.parametrize("seed", range(20))
+@settings(max_examples=20)
+@given(seed=st.integers(0, 2**63 - 1))
 def test_paper_settings_on_an_8x8_grid(seed):
     g = torch.Generator().manual_seed(seed)
     context, targets = multiblock_masks(16, (8, 8), generator=g)

@@ -8,9 +8,6 @@ and exited 0, and `last.pt` was read with `torch.load(weights_only=False)`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from safetensors.torch import save_file
 
 from ssl_platform import config, pretrain, trust
 from ssl_platform.checkpoint.io import CheckpointError, load_backbone, load_checkpoint, load_run_method
+from ssl_platform.cli import main
 from ssl_platform.config import ConfigError
 from ssl_platform.evaluation.suite import load_suite
 
@@ -28,10 +26,12 @@ DEBUG = ROOT / "recipes" / "simclr" / "debug.yaml"
 DIGITS_SUITE = ROOT / "eval" / "digits.yaml"
 
 
-def sslp(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssl_platform", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-                          timeout=600, check=False)
+def sslp(capsys, *args: str) -> tuple[int, str]:
+    """The command's entry point, in this process: (exit code, stderr). Should a check let a hostile
+    component through, it would run here, and tests/conftest.py fails any fast test that starts a process."""
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
 
 
 class Payload:
@@ -64,6 +64,8 @@ HOSTILE = [
     "torch_geometric.datasets.Planetoid",        # PyG falls back to weights_only=False on its cache
     "ssl_platform.checkpoint.io.write_atomic",   # our own plumbing writes files
     "ssl_platform.data.prepare.prepare",
+    "ssl_platform.data.download.DataSourceError",  # a class, but in a module that runs pip, npm and apt
+    "ssl_platform.data.sources.spec.Source",
     "ssl_platform.provenance.git_sha",            # a harmless function, still not a component
 ]
 
@@ -83,15 +85,14 @@ def test_instantiate_refuses_before_calling(path, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_command_line_component_does_not_run_a_shell(tmp_path):
+def test_command_line_component_does_not_run_a_shell(tmp_path, capsys):
     marker = tmp_path / "pwned"
     for extra in ([], ["--dry-run"]):
-        done = sslp("pretrain", str(DEBUG), "data.collate._component_=os.system", f"data.collate.command=touch {marker}",
-                    f"train.out_dir={tmp_path / 'run'}", *extra)
-        assert done.returncode == 2, done.stderr
-        assert "error: data.collate._component_ 'os.system' is not in a trusted library" in done.stderr
-        assert "--allow-components" in done.stderr and "Traceback" not in done.stderr
+        code, stderr = sslp(capsys, "pretrain", str(DEBUG), "data.collate._component_=os.system",
+                            f"data.collate.command=touch {marker}", f"train.out_dir={tmp_path / 'run'}", *extra)
+        assert code == 2, stderr
+        assert "error: data.collate._component_ 'os.system' is not in a trusted library" in stderr
+        assert "--allow-components" in stderr and "Traceback" not in stderr
         assert not marker.exists()
         assert not (tmp_path / "run").exists()
 
@@ -201,28 +202,27 @@ def test_foreign_run_directory_checkpoint_payload_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_resuming_into_a_run_directory_with_a_payload_runs_nothing(tmp_path):
+def test_resuming_into_a_run_directory_with_a_payload_runs_nothing(tmp_path, capsys):
     marker = tmp_path / "ran"
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     _evil_checkpoint(out / "checkpoints" / "last.pt", marker)
-    done = sslp("pretrain", str(DEBUG), f"train.out_dir={out}")
-    assert done.returncode == 2, done.stderr
-    assert "could run code, so it is refused" in done.stderr and "Traceback" not in done.stderr
+    code, stderr = sslp(capsys, "pretrain", str(DEBUG), f"train.out_dir={out}")
+    assert code == 2, stderr
+    assert "could run code, so it is refused" in stderr and "Traceback" not in stderr
     assert not marker.exists()
 
 
 def test_checkpoints_we_write_still_load(tmp_path):
     # the RNG states (numpy's key array), the recipe and the optimizer state pass weights_only
     from ssl_platform.checkpoint.io import save_checkpoint
-    from ssl_platform.engine.trainer import _rng_state
+    from ssl_platform.engine.rng import rng_state
 
     param = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.AdamW([param])
     param.grad = torch.ones(2)
     opt.step()  # so the state holds its exp_avg tensors and step counts
-    save_checkpoint(tmp_path / "last.pt", {"rng": [_rng_state()], "recipe": OmegaConf.to_container(OmegaConf.load(DEBUG)),
+    save_checkpoint(tmp_path / "last.pt", {"rng": [rng_state()], "recipe": OmegaConf.to_container(OmegaConf.load(DEBUG)),
                                             "optimizer": opt.state_dict(), "step": 7})
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["step"] == 7 and state["recipe"]["name"] == "simclr_debug"

@@ -124,7 +124,8 @@ def server():
     """http://127.0.0.1:PORT/zoo, answering from `server.routes` (path -> Route)."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
     httpd.routes, httpd.requests = {}, []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # a short poll: shutdown() waits for the loop to look, 0.5 s per test at the default
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/zoo"
     yield httpd
