@@ -81,21 +81,21 @@ def test_help_answers_without_importing_torch():
 
 
 @pytest.mark.slow
-def test_pretrain_then_eval_run_dir_and_its_random_twin(tmp_path):
+def test_pretrain_then_eval_run_dir_and_its_random_twin(tmp_path, monkeypatch, capsys):
+    # in-process through the command's entry point (the --help test runs the real `python -m ssl_platform`)
     run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "ssl_platform", "pretrain", "recipes/simclr/debug.yaml",
-                    f"train.out_dir={run}", "train.max_steps=2"], cwd=ROOT, check=True, capture_output=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssl_platform", "eval", str(ROOT / "eval/digits.yaml"), f"backbone={run},random:{run}",
-         "eval.protocols=[knn,linear]", "noise.kinds=[]", "noise.rates=[]"],
-        cwd=tmp_path, check=False, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["pretrain", str(ROOT / "recipes/simclr/debug.yaml"), f"train.out_dir={run}", "train.max_steps=2"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["eval", str(ROOT / "eval/digits.yaml"), f"backbone={run},random:{run}",
+                 "eval.protocols=[knn,linear]", "noise.kinds=[]", "noise.rates=[]"]) == 0
+    stdout = capsys.readouterr().out
     sha = hashlib.sha256((run / "backbone.safetensors").read_bytes()).hexdigest()
     for name, identity in (("run", sha), ("random-run", "")):
         rows = [json.loads(line) for line in (tmp_path / "runs/eval" / f"digits-{name}" / "results.jsonl").open()]
         assert {(r["backbone"], r["backbone_sha256"]) for r in rows} == {(name, identity)}
         assert {r["protocol"] for r in rows} == {"knn_k20_t0.07", "knn_k200_t0.1", "linear"}
-    assert "run" in proc.stdout and "random-run" in proc.stdout  # the comparison table
+    assert "run" in stdout and "random-run" in stdout  # the comparison table
     both = tmp_path / "runs/eval/digits-compare"
     assert "| metric | run | random-run |" in (both / "compare.md").read_text()  # one column per backbone
     assert (both / "plots" / "digits-top1-fraction.png").exists()  # one line per backbone x protocol

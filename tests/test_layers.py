@@ -8,6 +8,7 @@ wherever it is written (inside functions too). Imports are read with `ast`, noth
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -82,6 +83,12 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
     return found
 
 
+@functools.cache
+def package_imports() -> dict[str, list[tuple[str, int, bool]]]:
+    """`imports_of` every module of the package, parsed once for all the tests below."""
+    return {module: imports_of(module) for module in MODULES}
+
+
 def layer_of(module: str, table: list[tuple[int, list[str]]]) -> int | None:
     """The layer whose longest listed prefix names `module`."""
     best, best_len = None, -1
@@ -105,7 +112,7 @@ def test_every_import_points_down_the_layers():
     upward = []
     for module in sorted(MODULES):
         own = layer_of(module, TABLE)
-        for target, line, _ in imports_of(module):
+        for target, line, _ in package_imports()[module]:
             if layer_of(target, TABLE) > own:
                 upward.append(f"{MODULES[module].relative_to(ROOT)}:{line} ({module}, layer {own}) imports "
                               f"{target} (layer {layer_of(target, TABLE)})")
@@ -116,7 +123,7 @@ def test_no_import_of_the_package_hides_inside_a_function():
     """A function-level import is how a cycle gets dodged; only the CLI keeps them, for start-up time."""
     hidden = [f"{MODULES[m].relative_to(ROOT)}:{line} imports {target}"
               for m in sorted(MODULES) if m != LAZY_ENTRY_POINT
-              for target, line, nested in imports_of(m) if nested]
+              for target, line, nested in package_imports()[m] if nested]
     assert not hidden, "imports of ssl_platform inside functions or classes:\n  " + "\n  ".join(hidden)
 
 
@@ -146,7 +153,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_the_import_graph_has_no_cycle():
     edges: dict[str, set[str]] = defaultdict(set)
     for module in MODULES:
-        edges[module] |= {target for target, _, _ in imports_of(module)}
+        edges[module] |= {target for target, _, _ in package_imports()[module]}
     cycle = find_cycle(edges)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 

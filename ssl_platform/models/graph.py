@@ -12,9 +12,11 @@ from __future__ import annotations
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
-from torch_geometric.nn import GATConv, GINConv, global_add_pool, global_max_pool, global_mean_pool
 
-POOLS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+# torch_geometric is imported where a graph encoder is built or pools, not with this module: timm's
+# registry imports every registered model family, and torch_geometric costs about a second to import
+# in every process (the CLI, each DataLoader worker) that never touches a graph
+POOLS = ("mean", "sum", "max")
 
 
 class _GraphEncoder(nn.Module):
@@ -52,7 +54,9 @@ class _GraphEncoder(nn.Module):
 
     def pool(self, h: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Node codes `[N, D]` and the graph id of each node `[N]` -> graph embeddings `[G, D]`."""
-        return POOLS[self.pool_name](h, batch)
+        from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+        return {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}[self.pool_name](h, batch)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
@@ -78,6 +82,8 @@ class GAT(_GraphEncoder):
     def __init__(self, in_chans: int = 1, hidden: int = 512, heads: int = 4, num_layers: int = 2,
                  feat_drop: float = 0.2, attn_drop: float = 0.1, norm: str = "none", pool: str = "mean",
                  num_classes: int = 0):
+        from torch_geometric.nn import GATConv
+
         if hidden % heads:
             raise ValueError(f"hidden width {hidden} is not divisible by heads {heads}")
         convs = [GATConv(in_chans if i == 0 else hidden, hidden // heads, heads=heads, dropout=attn_drop,
@@ -99,6 +105,8 @@ class GIN(_GraphEncoder):
 
     def __init__(self, in_chans: int = 1, hidden: int = 32, num_layers: int = 3, feat_drop: float = 0.0,
                  norm: str = "batch", pool: str = "mean", num_classes: int = 0):
+        from torch_geometric.nn import GINConv
+
         convs = [GINConv(nn.Sequential(nn.Linear(in_chans if i == 0 else hidden, hidden), nn.ReLU(),
                                        nn.Linear(hidden, hidden)), train_eps=True) for i in range(num_layers)]
         super().__init__(convs, [hidden] * num_layers, norm, feat_drop, pool, num_classes)
