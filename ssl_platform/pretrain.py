@@ -14,8 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_platform import config, distributed
 from ssl_platform.data.collate import TransformedDataset, count_skipped
+from ssl_platform.engine.rng import seed_everything
 from ssl_platform.engine.run_dir import own_run_dir
-from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
+from ssl_platform.engine.trainer import TrainConfig, fit
+from ssl_platform.evaluation.knn import knn_accuracy
+from ssl_platform.features import embed_dataset
 
 
 @dataclasses.dataclass
@@ -40,7 +43,8 @@ class MonitorConfig:
     """The `monitor:` section: an online kNN on a held-out split every `knn_every_epochs` (0 = off).
 
     `dataset` is the kNN bank (labelled training images), `val_dataset` the held-out queries, both
-    read through `transform` (an eval transform). Only rank 0 runs it.
+    read through `transform` (an eval transform) and embedded by the method's `embed`. Every rank
+    embeds its share of them; rank 0 logs the accuracy.
     """
 
     knn_every_epochs: int = config.option(0, ge=0)
@@ -111,24 +115,22 @@ def describe(cfg: DictConfig) -> str:
 
 
 def build_monitor(monitor: MonitorConfig, device: str):
-    """`(method, epoch) -> {"knn_top1": %}` on the held-out split, or None when off."""
+    """`(method, epoch) -> {"knn_top1": %}` on the held-out split (features: `method.embed`), or None when off."""
     if not monitor.knn_every_epochs:
         return None
     if monitor.dataset is None or monitor.val_dataset is None or monitor.transform is None:
         raise config.ConfigError(
             "monitor.knn_every_epochs > 0 needs monitor.dataset, monitor.val_dataset and monitor.transform"
         )
-    from ssl_platform.evaluation.features import extract_features
-    from ssl_platform.evaluation.knn import knn_accuracy
-
     bank = config.instantiate(monitor.dataset)
     queries = config.instantiate(monitor.val_dataset)
     transform = config.instantiate(monitor.transform)
     num_classes = int(max(bank.targets.max(), queries.targets.max())) + 1
 
     def run(method, epoch: int) -> dict[str, float]:
-        xb, yb = extract_features(method.backbone, bank, transform, device=device)
-        xq, yq = extract_features(method.backbone, queries, transform, device=device)
+        xb, yb = embed_dataset(method, bank, transform, embed=method.embed, device=device, caller="monitor.dataset")
+        xq, yq = embed_dataset(method, queries, transform, embed=method.embed, device=device,
+                               caller="monitor.val_dataset")
         acc = knn_accuracy(xb, yb, xq, yq, k=monitor.k, temperature=monitor.temperature, num_classes=num_classes)
         return {"knn_top1": acc}
 

@@ -35,6 +35,29 @@ def test_online_knn_monitor_logs_each_epoch(tmp_path):
     assert all(20.0 < r["monitor/knn_top1"] <= 100.0 for r in monitored)
 
 
+def test_monitor_reads_features_through_the_methods_embed():
+    """The online kNN sees what evaluation sees: `method.embed`, here one that ignores the backbone."""
+    from ssl_platform.methods.base import Method
+
+    class Pixels(Method):  # embeds each image as its (flattened) pixels: kNN on raw digits is strong
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.calls = torch.nn.Identity(), 0
+
+        def embed(self, batch):
+            self.calls += 1
+            return batch["image"].flatten(1)
+
+    monitor = pretrain.MonitorConfig(
+        knn_every_epochs=1, k=5, dataset={"_component_": "ssl_platform.data.datasets.Digits", "split": "train"},
+        val_dataset={"_component_": "ssl_platform.data.datasets.Digits", "split": "test"},
+        transform={"_component_": "ssl_platform.data.transforms.EvalTransform", "size": 8, "channels": 1})
+    method = Pixels().train()
+    metrics = pretrain.build_monitor(monitor, "cpu")(method, 0)
+    assert method.calls > 0 and method.training
+    assert metrics["knn_top1"] > 90.0  # 5-NN on raw 8x8 digits
+
+
 def test_monitor_without_data_says_what_is_missing(tmp_path):
     cfg = pretrain.load_recipe(ROOT / "recipes/simclr/debug.yaml",
                                [f"train.out_dir={tmp_path}", "monitor.knn_every_epochs=1"])
@@ -42,6 +65,7 @@ def test_monitor_without_data_says_what_is_missing(tmp_path):
         pretrain.run(cfg)
 
 
+@pytest.mark.slow
 def test_supervised_debug_recipe_learns(tmp_path):
     cfg = pretrain.load_recipe(ROOT / "recipes/supervised/debug.yaml",
                                [f"train.out_dir={tmp_path}", "train.max_steps=12", "train.log_every_steps=1"])
@@ -75,6 +99,15 @@ def test_first_stage_keys_are_validated_with_their_path():
         pretrain.load_recipe(GSIMCLR, ["before.monitr.k=3"])
 
 
+def test_gsimclr_recipes_are_checked_against_simclrs_arguments_too():
+    """G-SimCLR takes SimCLR's arguments through, and a misspelt one is still refused before any stage runs."""
+    with pytest.raises(ConfigError, match=r"method\.'temprature'.*did you mean 'temperature'"):
+        pretrain.load_recipe(GSIMCLR, ["method.temprature=0.3"])
+    with pytest.raises(ConfigError, match=r"method\.proj_dim='wide' is not a valid value: expected int"):
+        pretrain.load_recipe(GSIMCLR, ["method.proj_dim=wide"])  # SimCLR's types are checked too
+    assert pretrain.load_recipe(GSIMCLR, ["method.temperature=0.3"]).method.temperature == 0.3
+
+
 @pytest.mark.slow
 def test_gsimclr_debug_runs_both_stages_and_a_rerun_does_not_train_the_first_again(tmp_path):
     overrides = [f"train.out_dir={tmp_path}", "train.max_steps=24"]
@@ -95,6 +128,7 @@ def test_gsimclr_debug_runs_both_stages_and_a_rerun_does_not_train_the_first_aga
     assert (tmp_path / "dae" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_a_finished_run_run_again_exports_the_same_weights_and_metadata(tmp_path):
     """A finished first stage is resumed at its last step each time its recipe runs again; what it
     exports must not change (G-SimCLR keys its pseudo-labels to the encoder's weights)."""
@@ -121,6 +155,7 @@ def test_a_finished_run_run_again_exports_the_same_weights_and_metadata(tmp_path
 
 
 @pytest.mark.parametrize("recipe", sorted(p.parent.name for p in (ROOT / "recipes").glob("*/debug.yaml")))
+@pytest.mark.slow
 def test_every_debug_recipe_trains_under_bf16_autocast(tmp_path, recipe):
     # train.precision=auto is bf16 on CUDA: a method whose fp32 parameters meet bf16 activations in an op
     # that needs one dtype (M3AE's mask-token scatter did) fails there; CPU autocast runs the same casts

@@ -1,4 +1,5 @@
-"""Run logs: `metrics.jsonl` (one JSON object per logged step) and TensorBoard scalars.
+"""Run logs: `metrics.jsonl` (one JSON object per logged step) and TensorBoard scalars, and the
+rows the training loop logs (`log_step`: the mean of each 0-d output; `run_monitor`: a monitor's metrics).
 
 Only rank 0 writes. On resume, rows past the checkpoint's step (written by the run that died after
 its last checkpoint) are dropped and TensorBoard purges them too, so the logs read as one run.
@@ -20,8 +21,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from ssl_platform import distributed
 from ssl_platform.checkpoint.io import write_atomic
@@ -97,3 +102,32 @@ class RunLogger:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def log_step(logger: RunLogger, sums: dict[str, torch.Tensor], n_micro: int, step: int, epoch: int, lr: float,
+             wd: float, seen: int, elapsed: float) -> dict[str, float]:
+    """Log the mean of each 0-d output over the micro-steps since the last log and over ranks, plus
+    lr, weight decay and samples per second; returns the row (every rank gets the same)."""
+    row: dict[str, float] = {"epoch": epoch, "lr": lr, "wd": wd, "samples_per_s": seen / max(elapsed, 1e-9)}
+    keys = sorted(sums)
+    if keys:
+        means = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(1, n_micro))
+        row.update({f"train/{k}": v for k, v in zip(keys, means.tolist())})
+    logger.log(step, row)
+    return row
+
+
+def run_monitor(monitor: Callable[[nn.Module, int], dict[str, float]], method: nn.Module, epoch: int, step: int,
+                logger: RunLogger) -> None:
+    """Run `monitor(method, epoch)`, restore the method's train flag, and log `monitor/<name>` (rank 0).
+
+    Every rank runs it: the embedding loop a monitor uses (`ssl_platform.features`) shares the data
+    between the ranks and gathers the features, a collective that every rank must join.
+    """
+    was_training = method.training
+    metrics = monitor(method, epoch)
+    method.train(was_training)
+    if distributed.is_main():
+        logger.log(step, {"epoch": epoch, **{f"monitor/{k}": v for k, v in metrics.items()}})
+        print(f"[ssl_platform] epoch {epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()), flush=True)
+    distributed.barrier()

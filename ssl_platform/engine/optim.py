@@ -10,10 +10,12 @@ from torch import nn
 def param_groups(module: nn.Module) -> list[dict]:
     """Split trainable parameters into a decayed group and a no-decay group.
 
-    Biases and normalisation weights (every parameter with fewer than 2 dims, plus whatever the
-    backbone lists in timm's `no_weight_decay()`, e.g. position embeddings) get no weight decay: decay
-    on them only fights the normalisation and hurts accuracy (SimCLR, MAE, timm all exclude them).
-    LARS also skips its trust-ratio adaptation for groups with weight_decay 0.
+    Biases and normalisation weights (every parameter with fewer than 2 dims, plus whatever a module
+    lists in its `no_weight_decay()`, e.g. position embeddings) get no weight decay: decay on them
+    only fights the normalisation and hurts accuracy (SimCLR, MAE, timm all exclude them). LARS also
+    skips its trust-ratio adaptation for groups with weight_decay 0. `no_weight_decay` is declared by
+    `methods.base.Method` and by many timm models; other submodules (timm's that lack it, plain
+    torch layers) simply do not have it, so it is looked for on each.
 
     Each group carries `wd_scale` (1.0 or 0.0) that the engine multiplies the scheduled decay by.
     """

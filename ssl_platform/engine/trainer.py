@@ -2,7 +2,8 @@
 
 `fit` owns the mechanics: process group and DDP, devices and precision, the per-step lr and
 weight-decay schedules, gradient accumulation and clipping, logging, when to save a checkpoint and
-what it holds for exact resumption. The method owns the math (`forward` returns the loss).
+what it holds for exact resumption. The method owns the math (`forward` returns the loss) and is
+called only through the hooks `methods.base.Method` declares, each with its default there.
 
 What a run does to its directory (the lock, config.yaml, last.pt, the backbone export, whether a
 checkpoint may be resumed) is in `run_dir.py`; the stop signals are in `preemption.py`. Every rank
@@ -15,14 +16,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import random
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -34,8 +33,9 @@ from ssl_platform.checkpoint.io import load_state_strict
 from ssl_platform.config import option
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
-from ssl_platform.engine.logging import RunLogger
-from ssl_platform.engine.optim import param_groups, scale_lr
+from ssl_platform.engine.devices import resolve_precision, to_device
+from ssl_platform.engine.logging import RunLogger, log_step, run_monitor
+from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.preemption import (
     RunInterrupted,
     StopRequest,
@@ -43,6 +43,7 @@ from ssl_platform.engine.preemption import (
     ignore_stop_signals,
     stop_workers,
 )
+from ssl_platform.engine.rng import rng_state, seed_everything, set_rng_state
 from ssl_platform.engine.run_dir import export_once, load_resume_state, own_run_dir, save_last, start_run_dir
 from ssl_platform.engine.schedules import cosine, warmup_cosine
 
@@ -83,64 +84,10 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last good checkpoint is kept untouched."""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision`, or None for plain fp32."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ValueError("train.precision=fp16 needs CUDA; on CPU use fp32 or bf16")
-        return torch.float16
-    raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16; got {precision!r}")
-
-
-def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor in a nested batch (dicts, lists) to `device`."""
-    if isinstance(batch, torch.Tensor):
-        fmt = torch.channels_last if channels_last and batch.ndim == 4 and batch.is_floating_point() else None
-        return batch.to(device, non_blocking=True, memory_format=fmt or torch.preserve_format)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device, channels_last) for v in batch)
-    if hasattr(batch, "to"):  # e.g. a torch_geometric Batch
-        return batch.to(device)
-    return batch
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
                   collate_fn: Callable | None, device: torch.device, out_dir: Path) -> tuple[DataLoader, Any]:
-    """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`).
-
-    A method may decide what each batch holds by defining `make_batch_sampler(dataset, *, batch_size,
-    num_replicas, rank, seed, out_dir)`, returning a batch sampler of `(index, seed)` lists with that
-    interface (G-SimCLR's guided batches); otherwise batches follow `ResumableSampler`'s shuffled order.
-    """
+    """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`): the method's
+    `make_batch_sampler` (when it decides what a batch holds), or when it gives None `ResumableSampler`'s shuffle."""
     common = {
         "num_workers": num_workers, "collate_fn": collate_fn or collate, "pin_memory": device.type == "cuda",
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
@@ -148,10 +95,9 @@ def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_s
         "generator": torch.Generator().manual_seed(cfg.seed),
         "worker_init_fn": ignore_stop_signals,
     }
-    make = getattr(method, "make_batch_sampler", None)
-    if callable(make):
-        sampler = make(dataset, batch_size=batch_size, num_replicas=distributed.world_size(),
-                       rank=distributed.rank(), seed=cfg.seed, out_dir=out_dir)
+    sampler = method.make_batch_sampler(dataset, batch_size=batch_size, num_replicas=distributed.world_size(),
+                                        rank=distributed.rank(), seed=cfg.seed, out_dir=out_dir)
+    if sampler is not None:
         return DataLoader(dataset, batch_sampler=sampler, **common), sampler
     sampler = ResumableSampler(len(dataset), distributed.world_size(), distributed.rank(), shuffle=True,
                                seed=cfg.seed, drop_last=True)
@@ -175,7 +121,8 @@ def fit(
     """Train `method` on `dataset` until `cfg.epochs` (or `cfg.max_steps`) and export its backbone.
 
     Args:
-        method: a `Method` (forward(batch) -> {"loss", ...}); its `backbone` is exported at the end.
+        method: a `methods.base.Method` (forward(batch) -> {"loss", ...}, and the hooks it declares);
+            its `backbone` is exported at the end.
         dataset: indexed by `(index, seed)` pairs (see `TransformedDataset`), returning batch dicts.
         make_optimizer: param groups -> optimizer; the groups' lr is the recipe's per-256 value and is
             rescaled here by the global batch.
@@ -183,7 +130,8 @@ def fit(
         out_dir: the run directory (see DESIGN.md for what it holds).
         batch_size: per process.
         recipe: the resolved recipe, written to config.yaml and compared on resume.
-        monitor: optional `(method, epoch) -> {name: value}` run on rank 0 every `monitor_every_epochs`.
+        monitor: optional `(method, epoch) -> {name: value}` run on every rank (rank 0 logs it) every
+            `monitor_every_epochs`.
 
     Returns:
         {"step", "epoch", "out_dir", "last": last logged metrics}.
@@ -252,7 +200,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, micro_done = state["step"], state["epoch"], state["micro_in_epoch"]
-        _set_rng_state(state["rng"][distributed.rank()])
+        set_rng_state(state["rng"][distributed.rank()])
     else:
         # ranks differ from here on (e.g. random masks); rank 0 keeps the recipe's seed
         seed_everything(cfg.seed + distributed.rank())
@@ -273,7 +221,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     last_save = _clock()
 
     def save() -> None:
-        rng = distributed.all_gather_object(_rng_state())
+        rng = distributed.all_gather_object(rng_state())
         if distributed.is_main():
             save_last(out_dir, {
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
@@ -293,7 +241,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         while step < stop_at:
             sampler.set_epoch(epoch)
             sampler.set_start(micro_done * batch_size)
-            method.on_epoch_start(epoch, loader)
+            method.on_epoch_start(epoch)
             if sampler.batches_per_epoch(batch_size) != micro_per_epoch:
                 raise RuntimeError(
                     f"epoch {epoch} has {sampler.batches_per_epoch(batch_size)} batches, not the {micro_per_epoch} "
@@ -327,7 +275,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
                     method.on_step_end(step / total_steps)
                     bar.update(1)
                     if step % cfg.log_every_steps == 0 or step == stop_at:
-                        last = _log(logger, sums, n_micro, step, epoch, lr, wd, seen, time.perf_counter() - t0)
+                        last = log_step(logger, sums, n_micro, step, epoch, lr, wd, seen, time.perf_counter() - t0)
                         bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}",
                                         samples_s=f"{last['samples_per_s']:.0f}", refresh=False)
                         sums, seen, n_micro, t0 = {}, 0, 0, time.perf_counter()
@@ -346,7 +294,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
                 stop_workers(epoch_iter)
             if micro_done >= steps_per_epoch * cfg.accum_steps:
                 if monitor is not None and monitor_every_epochs and (epoch + 1) % monitor_every_epochs == 0:
-                    _run_monitor(monitor, method, epoch, step, logger)
+                    run_monitor(monitor, method, epoch, step, logger)
                 epoch, micro_done = epoch + 1, 0
         # completed epochs from the step alone, whether or not this call trained
         epoch = step // steps_per_epoch
@@ -360,14 +308,10 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
 
 
 def _build_optimizer(method: nn.Module, make_optimizer: Callable, global_batch: int, rule: str) -> torch.optim.Optimizer:
-    """The recipe's optimizer over the method's param groups, each remembering its scaled peak lr and base wd.
-
-    A method may define `param_groups()` (e.g. layer-wise lr decay when fine-tuning); otherwise
-    `optim.param_groups` splits decayed from non-decayed parameters. A group's `lr_scale` multiplies
-    its peak lr and `wd_scale` its scheduled weight decay.
+    """The recipe's optimizer over the method's `param_groups()`, each group remembering its scaled peak lr
+    and base wd. A group's `lr_scale` multiplies its peak lr and `wd_scale` its scheduled weight decay.
     """
-    custom = getattr(method, "param_groups", None)
-    optimizer = make_optimizer(custom() if callable(custom) else param_groups(method))
+    optimizer = make_optimizer(method.param_groups())
     for group in optimizer.param_groups:
         group.setdefault("wd_scale", 1.0)
         group.setdefault("lr_scale", 1.0)
@@ -423,25 +367,3 @@ def _apply_schedules(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: i
         if i == 0:
             lr, wd = group["lr"], group["weight_decay"]
     return lr, wd
-
-
-def _log(logger: RunLogger, sums: dict[str, torch.Tensor], n_micro: int, step: int, epoch: int, lr: float,
-         wd: float, seen: int, elapsed: float) -> dict[str, float]:
-    """Mean of each 0-d output over the micro-steps since the last log and over ranks, plus lr/wd/speed."""
-    row: dict[str, float] = {"epoch": epoch, "lr": lr, "wd": wd, "samples_per_s": seen / max(elapsed, 1e-9)}
-    keys = sorted(sums)
-    if keys:
-        means = distributed.all_reduce_mean(torch.stack([sums[k] for k in keys]) / max(1, n_micro))
-        row.update({f"train/{k}": v for k, v in zip(keys, means.tolist())})
-    logger.log(step, row)
-    return row
-
-
-def _run_monitor(monitor: Callable, method: nn.Module, epoch: int, step: int, logger: RunLogger) -> None:
-    if distributed.is_main():
-        was_training = method.training
-        metrics = monitor(method, epoch)
-        method.train(was_training)
-        logger.log(step, {"epoch": epoch, **{f"monitor/{k}": v for k, v in metrics.items()}})
-        print(f"[ssl_platform] epoch {epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()), flush=True)
-    distributed.barrier()

@@ -1,15 +1,18 @@
-"""Frozen features: run a backbone once over a labelled dataset and keep `[N, D]` on the CPU.
+"""Frozen features for the evaluation suites: the extractors a task names (`extractor:`).
 
 Every protocol that works on cached features (kNN, linear probe, their label-fraction and noisy
-variants) starts here, so the representation is the same everywhere: timm's pooled pre-logits
-vector `forward_head(forward_features(x), pre_logits=True)`.
+variants) starts here. Each extractor is a thin entry onto the one embedding loop
+(`ssl_platform.features`) with a bare backbone, loaded from `backbone.safetensors`, and the one
+embedding contract (`models.embedding.embed_batch`), so the representation is the same everywhere:
+timm's pooled pre-logits vector `forward_head(forward_features(x), pre_logits=True)` for images.
 
 Extractors share one signature, `(backbone, dataset, transform, batch_size, num_workers, device)
--> (feats [N, D], targets [N, ...])`, so a suite task names the one it needs (`extractor:`):
+-> (feats [N, D], targets [N, ...])`, so a suite task names the one it needs (`extractor:`; this
+module is the one `trust.FUNCTION_MODULES` lets suites name functions of):
 `extract_features` for images (the default), `extract_node_features` for node-level graph tasks,
-`extract_tabular_features` for tables (`x_num`, `x_cat` rows), and `pixel_summary` gives the
-backbone-independent inputs of instance-dependent label noise.
-Targets keep their type: int64 class ids, float regression targets, or 0/1 multi-label vectors.
+`extract_graph_features` for graph-level sets, `extract_tabular_features` for tables (`x_num`,
+`x_cat` rows), and `pixel_summary` gives the backbone-independent inputs of instance-dependent label
+noise. Targets keep their type: int64 class ids, float regression targets, or 0/1 multi-label vectors.
 
 Under torchrun each rank reads every world-th sample and the features are gathered, so every rank
 ends up with the same full tensors (in dataset order).
@@ -17,16 +20,16 @@ ends up with the same full tensors (in dataset order).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ssl_platform import distributed
-from ssl_platform.data.collate import TransformedDataset, collate
-from ssl_platform.models.backbones import pooled_features
+from ssl_platform.features import embed_dataset, embed_node_split
+from ssl_platform.models.embedding import embed_batch
 
 
 def extract_features(
@@ -41,7 +44,7 @@ def extract_features(
 
     The backbone runs in eval mode (BatchNorm running statistics, no dropout) under
     `torch.inference_mode()`; each submodule's train/eval flag is restored afterwards, so this can
-    be called from inside a training loop (the online kNN monitor does).
+    be called from inside a training loop.
 
     Args:
         backbone: timm contract (`forward_features`, `forward_head(x, pre_logits=True)`), already on `device`.
@@ -56,78 +59,8 @@ def extract_features(
         feats: [N, D] float32 on the CPU.
         targets: [N] int64 class ids, or the dataset's float / vector targets, on the CPU.
     """
-    def embed(batch: dict) -> Tensor:
-        if "image" not in batch:
-            raise KeyError(
-                f"extract_features: the transform gave keys {sorted(batch)}; "
-                "use an eval transform that returns {'image': tensor} (e.g. EvalTransform)"
-            )
-        return _embed(backbone, batch["image"].to(device, non_blocking=True))  # [B, C, H, W] -> [B, D]
-
-    return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_features")
-
-
-def _extract(
-    backbone: nn.Module,
-    dataset: Dataset,
-    transform: Callable[[Any], dict] | None,
-    embed: Callable[[dict], Tensor],
-    batch_size: int,
-    num_workers: int,
-    device: str | torch.device,
-    caller: str,
-) -> tuple[Tensor, Tensor]:
-    """The loop every batched extractor shares: `embed(batch) -> [B, D]` in eval mode, this rank's share."""
-    if len(dataset) == 0:
-        raise ValueError(f"{caller}: {type(dataset).__name__} is empty; check its split and limit")
-    world, rank = distributed.world_size(), distributed.rank()
-    mine = list(range(rank, len(dataset), world))  # this rank's share; gathered and re-ordered below
-    loader = DataLoader(
-        torch.utils.data.Subset(TransformedDataset(dataset, transform), mine),
-        batch_size=batch_size,
-        shuffle=False,  # features must line up with dataset.targets
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-    modes = {module: module.training for module in backbone.modules()}
-    backbone.eval()
-    feats, labels, indices = [], [], []
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                # float32 whatever the backbone's dtype, so downstream math is the same for bf16 models
-                feats.append(embed(batch).float().cpu())  # [B, D]
-                labels.append(_targets(batch["label"]))
-                indices.append(batch["index"])
-    finally:
-        # per module, because a caller may keep parts frozen in eval mode inside a training model
-        for module, training in modes.items():
-            module.training = training
-    return _gather_in_order(torch.cat(feats), torch.cat(labels), torch.cat(indices), len(dataset))
-
-
-def _embed(backbone: nn.Module, x: Tensor) -> Tensor:
-    # timm's contract when present; any other module (e.g. `PixelSummary`) is called directly
-    return pooled_features(backbone, x) if hasattr(backbone, "forward_features") else backbone(x)
-
-
-def _targets(label: Tensor) -> Tensor:
-    """Class ids as int64; float targets (regression, multi-label) as float32."""
-    return label.to(torch.int64) if not label.is_floating_point() else label.to(torch.float32)
-
-
-def _gather_in_order(feats: Tensor, targets: Tensor, indices: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Every rank's share -> the full `[n, ...]` tensors in dataset order (identity at world size 1)."""
-    if distributed.world_size() == 1:
-        return feats, targets
-    shares = distributed.all_gather_object((feats, targets, indices))
-    feats = torch.cat([s[0] for s in shares])
-    targets = torch.cat([s[1] for s in shares])
-    order = torch.argsort(torch.cat([s[2] for s in shares]))
-    if len(order) != n:
-        raise RuntimeError(f"gathered {len(order)} features for {n} samples; the ranks disagree on the dataset")
-    return feats[order], targets[order]
+    return embed_dataset(backbone, dataset, transform, embed=functools.partial(embed_batch, backbone, modality="image"),
+                         batch_size=batch_size, num_workers=num_workers, device=device, caller="extract_features")
 
 
 class PixelSummary(nn.Module):
@@ -170,7 +103,7 @@ def extract_node_features(
     rows: the transductive protocol of GraphMAE and Planetoid.
 
     Args:
-        backbone: `backbone(x [V, F], edge_index [2, E]) -> [V, D]` (a torch_geometric encoder).
+        backbone: `forward_features(x [V, F], edge_index [2, E]) -> [V, D]` (`models.graph.GAT` / `GIN`).
         dataset: `.graph` with `x [V, F]`, `edge_index [2, E]` and `y [V]`, and `.nodes [M]`, the
             indices of this split's nodes.
         transform, batch_size, num_workers: unused; kept so every extractor has one signature.
@@ -180,22 +113,7 @@ def extract_node_features(
         feats: [M, D] float32 on the CPU.
         targets: [M] the split's labels.
     """
-    graph, nodes = getattr(dataset, "graph", None), getattr(dataset, "nodes", None)
-    if graph is None or nodes is None:
-        raise TypeError(
-            f"extract_node_features needs a node split with .graph (x, edge_index, y) and .nodes; "
-            f"got {type(dataset).__name__}"
-        )
-    modes = {module: module.training for module in backbone.modules()}
-    backbone.eval()
-    try:
-        with torch.inference_mode():
-            out = backbone(graph.x.to(device), graph.edge_index.to(device)).float().cpu()  # [V, D]
-    finally:
-        for module, training in modes.items():
-            module.training = training
-    nodes = torch.as_tensor(nodes, dtype=torch.int64)
-    return out[nodes], _targets(torch.as_tensor(graph.y)[nodes])
+    return embed_node_split(backbone, dataset, device=device, caller="extract_node_features")
 
 
 def extract_tabular_features(
@@ -224,18 +142,9 @@ def extract_tabular_features(
         feats: [N, D] float32 on the CPU.
         targets: [N] int64 class ids or float32 regression targets, on the CPU.
     """
-
-    def embed(batch: dict) -> Tensor:
-        if "x_num" not in batch or "x_cat" not in batch:
-            raise KeyError(
-                f"extract_tabular_features: batches have keys {sorted(batch)}; the dataset must give rows "
-                "({'x_num': ..., 'x_cat': ...}, target), as data.datasets.Table does, with transform: null"
-            )
-        x_num = batch["x_num"].to(device, torch.float32, non_blocking=True)  # [B, n_num]
-        x_cat = batch["x_cat"].to(device, torch.int64, non_blocking=True)  # [B, n_cat]
-        return backbone.forward_head(backbone.forward_features(x_num, x_cat), pre_logits=True)  # [B, D]
-
-    return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_tabular_features")
+    return embed_dataset(backbone, dataset, transform, embed=functools.partial(embed_batch, backbone, modality="table"),
+                         batch_size=batch_size, num_workers=num_workers, device=device,
+                         caller="extract_tabular_features")
 
 
 def extract_graph_features(
@@ -259,12 +168,6 @@ def extract_graph_features(
         feats: [G, D] float32 on the CPU.
         targets: [G] labels.
     """
-
-    def embed(batch: dict) -> Tensor:
-        if "graph" not in batch:
-            raise KeyError(f"extract_graph_features: batches have keys {sorted(batch)}; the dataset must give "
-                           "({'graph': Data}, label) items, as data.datasets.Molecules does")
-        graph = batch["graph"].to(device)
-        return backbone.pool(backbone.forward_features(graph.x.float(), graph.edge_index), graph.batch)  # [G, D]
-
-    return _extract(backbone, dataset, transform, embed, batch_size, num_workers, device, "extract_graph_features")
+    return embed_dataset(backbone, dataset, transform, embed=functools.partial(embed_batch, backbone, modality="graph"),
+                         batch_size=batch_size, num_workers=num_workers, device=device,
+                         caller="extract_graph_features")

@@ -3,10 +3,11 @@
 Pair i of a held-out set is image i with text i; every image ranks every text by a score (and every
 text every image), and R@K is the share of queries whose own partner is among the K best.
 `recall_at_k` is the metric on a score matrix; `pair_scores` fills that matrix with a model's
-matching score (M3AE's image-text matching head), encoding every image and text once and fusing
-every pair in blocks; `retrieval_metrics` does both for a dataset, and `method_from_spec` rebuilds a
-pretraining run's whole method (the encoders *and* fusion, which `backbone.safetensors` lacks) with
-`checkpoint.io.load_run_method`.
+matching score, encoding every image and text once and fusing every pair in blocks;
+`retrieval_metrics` does both for a dataset, and `method_from_spec` rebuilds a pretraining run's
+whole method (the encoders *and* fusion, which `backbone.safetensors` lacks) with
+`checkpoint.io.load_run_method`. A method is asked only for what `methods.base.ImageTextMatcher`
+declares (M3AE implements it): image tokens, text tokens and a score for pairs of them.
 
 Ties count against the query (a partner tied with another candidate ranks behind it), so a
 constant score gives chance, never a perfect recall.
@@ -24,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssl_platform.checkpoint.io import load_run_method
 from ssl_platform.data.collate import TransformedDataset, collate
+from ssl_platform.features import inference
+from ssl_platform.methods.base import ImageTextMatcher
 
 KS = (1, 5, 10)
 
@@ -87,9 +90,9 @@ def pair_scores(
     return torch.cat(rows)
 
 
-def encode_pairs(method: nn.Module, dataset: Dataset, transform: Callable[[Any], dict], batch_size: int = 128,
+def encode_pairs(method: ImageTextMatcher, dataset: Dataset, transform: Callable[[Any], dict], batch_size: int = 128,
                  device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every pair of `dataset` through the method's unimodal encoders, in dataset order.
+    """Every pair of `dataset` through the method's image and text encoders, in dataset order.
 
     Returns:
         image tokens `[N, Ni, D]`, text tokens `[N, L, Dt]`, text mask `[N, L]` and labels `[N]`, on `device`.
@@ -99,7 +102,7 @@ def encode_pairs(method: nn.Module, dataset: Dataset, transform: Callable[[Any],
     for batch in loader:
         ids, mask = batch["text_ids"].to(device), batch["text_mask"].to(device).bool()
         images.append(method.image_tokens(batch["image"].to(device)))
-        texts.append(method.text_encoder.forward_features(ids, mask))
+        texts.append(method.text_tokens(ids, mask))
         masks.append(mask)
         labels.append(batch["label"])
     return torch.cat(images), torch.cat(texts), torch.cat(masks), torch.cat(labels)
@@ -107,19 +110,18 @@ def encode_pairs(method: nn.Module, dataset: Dataset, transform: Callable[[Any],
 
 def retrieval_metrics(method: nn.Module, dataset: Dataset, transform: Callable[[Any], dict], ks: Sequence[int] = KS,
                       batch_size: int = 128, block: int = 32, device: str | torch.device = "cpu") -> dict[str, float]:
-    """R@K both ways over the pairs of `dataset`, ranked by `method.match_logits` (M3AE's ITM head).
+    """R@K both ways over the pairs of `dataset`, ranked by `method.match_logits` (e.g. M3AE's ITM head).
 
-    The method runs in eval mode under `torch.inference_mode()`; its train/eval flags are restored.
+    The method (an `nn.Module` implementing `ImageTextMatcher`) runs in eval mode under
+    `torch.inference_mode()`; its train/eval flags are restored.
     """
-    modes = {module: module.training for module in method.modules()}
-    method.eval()
-    try:
-        with torch.inference_mode():
-            image, text, mask, _ = encode_pairs(method, dataset, transform, batch_size, device)
-            scores = pair_scores(method.match_logits, image, text, mask, block)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    if not isinstance(method, ImageTextMatcher):
+        raise TypeError(f"retrieval ranks image-text pairs with a method's matching score (image_tokens, text_tokens, "
+                        f"match_logits); {type(method).__name__} has none: give the run of an image-text method "
+                        "such as M3AE")
+    with inference(method):
+        image, text, mask, _ = encode_pairs(method, dataset, transform, batch_size, device)
+        scores = pair_scores(method.match_logits, image, text, mask, block)
     return recall_at_k(scores.cpu(), ks)
 
 

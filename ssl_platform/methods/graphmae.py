@@ -8,7 +8,8 @@ a few (`replace_rate`) another node's features (`masking/graph.py`). The encoder
 for graphs: `models/graph.py`) encodes the corrupted graph; its codes go through a linear map, the
 masked nodes' codes are zeroed again ("re-masking"), and a single-layer GNN decoder rebuilds the
 features. The loss is the scaled cosine error over the masked nodes only (`losses/cosine.py`).
-Evaluation reads the encoder on the clean graph.
+Evaluation reads the encoder on the clean graph (`Method.embed`: node codes of one graph, pooled
+codes of a batch of graphs).
 
 GraphMAE2 (Hou et al., WWW 2023, THUDM/GraphMAE2) adds two options, each off by default:
 - `remask_views=K`: instead of zeroing the masked nodes' codes once, K views each replace the codes
@@ -140,11 +141,3 @@ class GraphMAE(Method):
         if self.latent_weight:
             ema_update(self.target_encoder, self.backbone, self.momentum)
             ema_update(self.target_projector, self.projector, self.momentum)
-
-    def embed(self, batch: dict) -> torch.Tensor:
-        """Node codes `[N, D]` of the clean graph; graph embeddings `[G, D]` when the batch holds several graphs."""
-        graph = batch["graph"]
-        h = self.backbone.forward_features(graph.x.float(), graph.edge_index)
-        if getattr(graph, "num_graphs", 1) > 1:
-            return self.backbone.pool(h, graph.batch)
-        return h

@@ -18,60 +18,36 @@ Where this differs from the paper (see docs/methods.md):
   variant the paper does not have.
 
 Pseudo-labels are kept in the run directory, `pseudo_labels/epoch_XXXX.npy` (int64 `[N]` aligned
-with dataset indices) with a JSON record beside each; a resumed run reads them back instead of
-clustering again, so it sees exactly the batches an uninterrupted run saw.
+with dataset indices) with a JSON record beside each (`data/pseudo_labels.py`); a resumed run reads
+them back instead of clustering again, so it sees exactly the batches an uninterrupted run saw. The
+features clustered are the embedding contract's (`features.embed_dataset`): stage 1's bare backbone,
+or this method's `embed` when re-clustering.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
+import inspect
+import typing
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from torch import nn
 
 from ssl_platform import distributed
 from ssl_platform.checkpoint.io import backbone_file, load_backbone, write_atomic
-from ssl_platform.data.samplers import GuidedBatchSampler, full_batch_bound
+from ssl_platform.data.pseudo_labels import (
+    cluster_sizes,
+    kmeans_pseudo_labels,
+    label_files,
+    label_path,
+    read_labels,
+    weights_sha256,
+)
+from ssl_platform.data.samplers import GuidedBatchSampler
 from ssl_platform.data.transforms import EvalTransform
+from ssl_platform.features import embed_dataset
 from ssl_platform.methods.simclr import SimCLR
-
-
-def kmeans_pseudo_labels(features: torch.Tensor, num_clusters: int, seed: int = 0, iters: int = 20,
-                         restarts: int = 1) -> np.ndarray:
-    """faiss k-means on L2-normalised features: `features: [N, D]` -> cluster ids int64 `[N]`.
-
-    Every point takes part in every iteration (faiss would otherwise subsample to 256 per centroid),
-    `restarts` random initialisations keep the lowest objective (scikit-learn's `n_init`), and the
-    result is a pure function of the features and the seed.
-    """
-    n, d = features.shape
-    if num_clusters > n:
-        raise ValueError(f"cannot make {num_clusters} clusters from {n} samples; lower num_clusters")
-    x = np.ascontiguousarray(nn.functional.normalize(features.float(), dim=1).numpy(), dtype=np.float32)
-    kmeans = faiss.Kmeans(d, num_clusters, niter=iters, seed=seed, verbose=False, max_points_per_centroid=n,
-                          min_points_per_centroid=1, nredo=restarts, gpu=faiss.get_num_gpus() > 0)
-    kmeans.train(x)
-    _, assign = kmeans.index.search(x, 1)
-    return assign[:, 0].astype(np.int64)
-
-
-def weights_sha256(path: str | Path) -> str:
-    """sha256 over a safetensors file's tensors (names, dtypes, shapes, bytes in name order).
-
-    Not the file's own hash: safetensors writes its metadata in no fixed order, so re-exporting the
-    same weights (a finished first stage resumed at its last step) gives other bytes.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(load_file(str(path)).items()):
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class GSimCLR(SimCLR):
@@ -83,9 +59,9 @@ class GSimCLR(SimCLR):
 
     Args:
         encoder: stage 1, the run directory or `backbone.safetensors` of a `DenoisingAutoencoder`
-            (any pretrained backbone works: its pooled features are clustered).
-        image_size: side of the images the clustering reads (an `EvalTransform` with `in_chans`
-            channels).
+            (any pretrained backbone works: its embeddings are clustered).
+        image_size: side of the images the clustering reads (an `EvalTransform` with SimCLR's
+            `in_chans` channels).
         mean, std: the normalisation stage 1 trained with (None: `EvalTransform`'s defaults).
         num_clusters: k; None gives 4 x the global batch.
         kmeans_iters: k-means iterations.
@@ -93,10 +69,11 @@ class GSimCLR(SimCLR):
             pseudo-labels have any: "fill" (extra batches that repeat labels; an epoch is as long as
             SimCLR's) or "drop" (left out of that epoch).
         recluster_every_epochs: 0 keeps stage 1's labels (the paper); N > 0 re-clusters this
-            backbone's features at the start of every N-th epoch (needs remainder="fill", because
+            method's embeddings at the start of every N-th epoch (needs remainder="fill", because
             "drop" would change the epoch length the lr schedule was built for).
-        feature_batch_size: images per forward pass while extracting features to cluster.
-        backbone, small_input, in_chans, backbone_kwargs, proj_*, temperature: as for `SimCLR`.
+        feature_batch_size: images per forward pass while embedding the images to cluster.
+        **simclr: `SimCLR`'s arguments (backbone, small_input, in_chans, backbone_kwargs, proj_*,
+            temperature), with its defaults.
     """
 
     def __init__(
@@ -110,18 +87,9 @@ class GSimCLR(SimCLR):
         remainder: str = "fill",
         recluster_every_epochs: int = 0,
         feature_batch_size: int = 512,
-        backbone: str | nn.Module = "resnet18",
-        small_input: bool = False,
-        in_chans: int = 3,
-        backbone_kwargs: dict | None = None,
-        proj_hidden_dim: int = 2048,
-        proj_dim: int = 128,
-        proj_layers: int = 2,
-        proj_batch_norm: bool = True,
-        temperature: float = 0.1,
+        **simclr: Any,
     ):
-        super().__init__(backbone, small_input, in_chans, backbone_kwargs, proj_hidden_dim, proj_dim, proj_layers,
-                         proj_batch_norm, temperature)
+        super().__init__(**simclr)
         if remainder not in GuidedBatchSampler.REMAINDER:
             raise ValueError(f"remainder must be one of {GuidedBatchSampler.REMAINDER}, got {remainder!r}")
         if recluster_every_epochs and remainder != "fill":
@@ -130,7 +98,7 @@ class GSimCLR(SimCLR):
                 "clusters, and the lr schedule was built for a fixed epoch length"
             )
         self.encoder = str(encoder)
-        self.transform = EvalTransform(size=image_size, channels=in_chans, mean=mean, std=std)
+        self.transform = EvalTransform(size=image_size, channels=self.in_chans, mean=mean, std=std)
         self.num_clusters, self.kmeans_iters = num_clusters, kmeans_iters
         self.remainder, self.recluster_every_epochs = remainder, recluster_every_epochs
         self.feature_batch_size = feature_batch_size
@@ -153,7 +121,7 @@ class GSimCLR(SimCLR):
         self._use_labels(0, now=0)
         return self._sampler
 
-    def on_epoch_start(self, epoch: int, loader) -> None:
+    def on_epoch_start(self, epoch: int) -> None:
         if self.recluster_every_epochs:
             self._use_labels(epoch - epoch % self.recluster_every_epochs, now=epoch)
 
@@ -174,9 +142,9 @@ class GSimCLR(SimCLR):
         back from the run directory if they are there; `now` is the epoch about to run."""
         if epoch == self._labels_epoch:
             return
-        path = self._out_dir / "pseudo_labels" / f"epoch_{epoch:04d}.npy"
+        path = label_path(self._out_dir, epoch)
         expected = self._record(epoch)
-        labels = self._read(path, expected) if distributed.is_main() else None
+        labels = read_labels(path, expected) if distributed.is_main() else None
         labels = distributed.broadcast_object(labels)
         if labels is None:
             if epoch < now:  # resuming after a re-clustering whose file is gone: the backbone has moved on
@@ -193,42 +161,41 @@ class GSimCLR(SimCLR):
         return {"num_clusters": self.k, "seed": self._seed, "kmeans_iters": self.kmeans_iters,
                 "num_samples": len(self._images), "source": source}
 
-    def _read(self, path: Path, expected: dict) -> np.ndarray | None:
-        meta = path.with_suffix(".json")
-        if not path.exists() or not meta.exists():
-            return None
-        saved = json.loads(meta.read_text())
-        differ = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
-        if differ:
-            raise RuntimeError(
-                f"{path} was clustered with other settings ({differ}, saved vs now); use another train.out_dir "
-                "or delete the pseudo_labels directory to cluster again"
-            )
-        return np.load(path, allow_pickle=False)  # a run directory may come from elsewhere: never unpickle
-
     def _cluster(self, epoch: int, path: Path, expected: dict) -> np.ndarray:
-        from ssl_platform.evaluation.features import extract_features
-
         device = next(self.parameters()).device
-        net = load_backbone(self.encoder).to(device) if epoch == 0 else self.backbone
-        # every rank extracts its share and receives all features; rank 0 clusters and writes
-        feats, _ = extract_features(net, self._images, self.transform, batch_size=self.feature_batch_size,
-                                    device=device)
+        # every rank embeds its share and receives all features; rank 0 clusters and writes
+        common = {"batch_size": self.feature_batch_size, "device": device, "caller": "G-SimCLR clustering"}
+        if epoch == 0:
+            encoder = load_backbone(self.encoder).to(device)
+            feats, _ = embed_dataset(encoder, self._images, self.transform, **common)
+        else:
+            feats, _ = embed_dataset(self, self._images, self.transform, embed=self.embed, **common)
         labels = None
         if distributed.is_main():
             labels = kmeans_pseudo_labels(feats, self.k, seed=self._seed + epoch, iters=self.kmeans_iters)
-            sizes = np.bincount(labels, minlength=self.k)
-            bound = full_batch_bound(sizes, self._sampler.global_batch)
-            record = {**expected, "epoch": epoch, "kmeans_seed": self._seed + epoch, "cluster_size_min": int(sizes.min()),
-                      "cluster_size_max": int(sizes.max()), "empty_clusters": int((sizes == 0).sum()),
-                      "distinct_batches_bound": bound,
+            sizes = cluster_sizes(labels, self.k, self._sampler.global_batch)
+            bound = sizes["distinct_batches_bound"]
+            record = {**expected, "epoch": epoch, "kmeans_seed": self._seed + epoch, **sizes,
                       # "drop" ends the epoch at the bound; "fill" keeps a plain epoch's length
                       "batches_per_epoch": bound if self.remainder == "drop"
                       else self._sampler.num_samples // self._sampler.global_batch}
-            buf = io.BytesIO()
-            np.save(buf, labels)
-            write_atomic(path, buf.getvalue())
-            write_atomic(path.with_suffix(".json"), json.dumps(record, indent=1).encode())
+            for file, data in label_files(path, labels, record).items():
+                write_atomic(file, data)
             print(f"[ssl_platform] G-SimCLR pseudo-labels for epoch {epoch}: {self.k} clusters of "
-                  f"{sizes.min()}-{sizes.max()} images, {bound} fully distinct batches possible -> {path}", flush=True)
+                  f"{sizes['cluster_size_min']}-{sizes['cluster_size_max']} images, {bound} fully distinct batches "
+                  f"possible -> {path}", flush=True)
         return distributed.broadcast_object(labels)
+
+
+def _show_simclrs_arguments() -> None:
+    """Recipes are checked against the constructor before anything runs (`config.validate`, `--dry-run`):
+    its signature names the valid keys, its annotations their types. Show SimCLR's arguments there
+    too, so a misspelt or mistyped one is refused up front, not after the first stage has trained."""
+    own = [p for p in inspect.signature(GSimCLR.__init__).parameters.values()
+           if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+    shared = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(SimCLR).parameters.values()]
+    GSimCLR.__signature__ = inspect.Signature(own + shared)
+    GSimCLR.__init__.__annotations__.update(typing.get_type_hints(SimCLR.__init__))
+
+
+_show_simclrs_arguments()

@@ -18,22 +18,23 @@ to the other stream, MLP). Three design choices make it work:
 
 As in the official code, each objective has its own pass per step: masked text with the whole
 image (MLM), the masked image with the whole text (MIM), and, when `itm_weight > 0`, whole pairs of
-which about half have a wrong image (ITM, image-text matching, which also scores retrieval).
-The exported `backbone` is the image ViT; `embed` gives image, text or joint embeddings.
+which about half have a wrong image (ITM, image-text matching, which also scores retrieval:
+`image_tokens`, `text_tokens` and `match_logits` are `methods.base.ImageTextMatcher`). The image
+tower and the co-attention are in `models/image_text.py`. The exported `backbone` is the image ViT;
+`embed` gives image, text or joint embeddings.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_platform.losses.reconstruction import masked_patch_mse, patchify
 from ssl_platform.masking.random import num_visible, random_keep_mask
 from ssl_platform.methods.base import Method
-from ssl_platform.models.backbones import create_backbone, pooled_features
+from ssl_platform.models.backbones import pooled_features
+from ssl_platform.models.image_text import CoAttentionLayer, class_token_vit, co_attend, vit_tokens
 from ssl_platform.models.mae_decoder import mae_decode, mae_decoder_blocks
 from ssl_platform.models.pos_embed import sincos_2d
 from ssl_platform.models.text import (
@@ -70,31 +71,6 @@ def masked_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     if not (labels != -100).any():
         raise ValueError("no text token is masked, so the token loss is undefined; check text_mask and text_mask_ratio")
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-
-
-class CoAttentionLayer(nn.Module):
-    """One stream's fusion layer: self-attention, cross-attention to the other stream, MLP (pre-norm).
-
-    `forward(x [B, N, D], other [B, M, D], x_pad [B, N] | None, other_pad [B, M] | None) -> [B, N, D]`;
-    `*_pad` is True at padding, which no token attends to.
-    """
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.self_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm_other = nn.LayerNorm(dim)
-        self.cross_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.norm3 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor, other: Tensor, x_pad: Tensor | None, other_pad: Tensor | None) -> Tensor:
-        h = self.norm1(x)
-        x = x + self.self_attn(h, h, h, key_padding_mask=x_pad, need_weights=False)[0]
-        o = self.norm_other(other)
-        x = x + self.cross_attn(self.norm2(x), o, o, key_padding_mask=other_pad, need_weights=False)[0]
-        return x + self.mlp(self.norm3(x))
 
 
 class M3AE(Method):
@@ -172,15 +148,7 @@ class M3AE(Method):
         self.mim_layer = mim_layer
 
         # -- the image encoder: a timm ViT whose class token is the image embedding
-        not_a_vit = (f"M3AE needs a timm VisionTransformer with a class token and no register tokens; {backbone!r} "
-                     f"with {backbone_kwargs} is not one (use a vit_* name)")
-        try:
-            encoder = create_backbone(backbone, in_chans=in_chans, img_size=image_size, **(backbone_kwargs or {}))
-        except TypeError as err:  # a non-ViT timm model refuses img_size
-            raise ValueError(not_a_vit) from err
-        if not isinstance(encoder, VisionTransformer) or encoder.num_prefix_tokens != 1 or encoder.cls_token is None:
-            raise ValueError(not_a_vit)
-        self.backbone = encoder
+        self.backbone = encoder = class_token_vit(backbone, in_chans, image_size, backbone_kwargs)
         self.grid = tuple(encoder.patch_embed.grid_size)
         self.patch_size = encoder.patch_embed.patch_size[0]
         self.num_patches = self.grid[0] * self.grid[1]
@@ -285,20 +253,13 @@ class M3AE(Method):
     # -- encoders and fusion
 
     def image_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
-        """`x: [B, C, H, W]` -> `[B, 1 + N, D_img]` ViT tokens, or `[B, 1 + K, D_img]` of the patches `keep: [B, K]`.
+        """`x: [B, C, H, W]` -> `[B, 1 + N, D_img]` ViT tokens, or `[B, 1 + K, D_img]` of the patches `keep: [B, K]`
+        (`models.image_text.vit_tokens`)."""
+        return vit_tokens(self.backbone, x, keep)
 
-        Positions are added before the gather (each kept patch knows where it came from); the class
-        token is always kept.
-        """
-        enc = self.backbone
-        if x.shape[-2:] != enc.patch_embed.img_size:
-            raise ValueError(f"M3AE was built for {tuple(enc.patch_embed.img_size)} images, got {tuple(x.shape[-2:])}; "
-                             "set method.image_size to the transform's size")
-        tokens = enc._pos_embed(enc.patch_embed(x))  # [B, 1 + N, D]
-        if keep is not None:
-            patches = torch.gather(tokens[:, 1:], 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))
-            tokens = torch.cat([tokens[:, :1], patches], dim=1)
-        return enc.norm(enc.blocks(enc.norm_pre(tokens)))
+    def text_tokens(self, ids: Tensor, text_mask: Tensor) -> Tensor:
+        """`ids: [B, L]`, `text_mask: [B, L]` (True at real tokens) -> `[B, L, D_txt]` text encoder tokens."""
+        return self.text_encoder.forward_features(ids, text_mask.bool())
 
     def fuse(self, image: Tensor, text: Tensor, text_mask: Tensor, image_layers: int | None = None
              ) -> tuple[Tensor, Tensor, Tensor]:
@@ -317,17 +278,8 @@ class M3AE(Method):
         """
         x = self.image_proj(image) + self.type_embed[1]
         t = self.text_proj(text) + self.type_embed[0]
-        pad = ~text_mask
-        at_mim = x
         depth = len(self.text_fusion) if image_layers is None else image_layers
-        for i in range(depth):
-            # both streams update from the other's state *before* this layer (the official co-attention)
-            new_x = self.image_fusion[i](x, t, None, pad) if i < len(self.image_fusion) else x
-            t = self.text_fusion[i](t, x, pad, None)
-            x = new_x
-            if i + 1 == self.mim_layer:
-                at_mim = x
-        return x, t, at_mim
+        return co_attend(self.image_fusion, self.text_fusion, x, t, ~text_mask, depth, keep_after=self.mim_layer)
 
     def decode_pixels(self, image_stream: Tensor, keep: Tensor) -> Tensor:
         """`image_stream: [B, 1 + K, F]` of the visible patches `keep: [B, K]` -> `[B, N, p*p*C]` for every patch.
@@ -407,7 +359,7 @@ class M3AE(Method):
     def embed_joint(self, image: Tensor, ids: Tensor, text_mask: Tensor) -> Tensor:
         """-> `[B, 2 * fusion_dim]`: both fused streams' first tokens, through the poolers when ITM trained them."""
         text_mask = text_mask.bool()
-        xi, t, _ = self.fuse(self.image_tokens(image), self.text_encoder.forward_features(ids, text_mask), text_mask)
+        xi, t, _ = self.fuse(self.image_tokens(image), self.text_tokens(ids, text_mask), text_mask)
         return self.joint(xi, t)
 
     def match_logits(self, image: Tensor, text: Tensor, text_mask: Tensor) -> Tensor:

@@ -53,6 +53,7 @@ class SimCLR(Method):
         temperature: float = 0.1,
     ):
         super().__init__()
+        self.in_chans = in_chans
         self.backbone = build_backbone(backbone, small_input, in_chans, backbone_kwargs)
         self.projection = SimCLRProjectionHead(
             self.backbone.num_features, proj_hidden_dim, proj_dim, num_layers=proj_layers, batch_norm=proj_batch_norm

@@ -8,7 +8,8 @@ batch a context size and a target size are drawn; per row a random context of co
 random target sets from the remaining columns (`masking.random.column_subsets`). The context encoder
 sees the regularization tokens and the context columns only; an EMA copy, the target encoder, sees
 the whole row, and the predictor must produce its tokens at each target set. Evaluation reads the
-target encoder's whole token sequence, flattened (`self.backbone` is the target encoder).
+target encoder's whole token sequence, flattened (`[B, (R + D) * H]` with the encoder's default
+`pool: flatten`): `Method.embed` of table rows, with `self.backbone` the target encoder.
 
 Deviations from the official code (docs/methods.md, T-JEPA section): the regularization tokens are
 always in the context and never a target (the released code samples them as if they were columns and
@@ -103,11 +104,6 @@ class TJEPA(Method):
         # the spread of the target tokens across rows: near 0 means the representation collapsed
         spread = h[:, self.num_reg:].std(0).mean()
         return {"loss": loss, "target_spread": spread}
-
-    def embed(self, batch: dict) -> torch.Tensor:
-        """The target encoder's tokens, flattened: `[B, (R + D) * H]` (T-JEPA's protocol)."""
-        return self.backbone.forward_head(self.backbone.forward_features(batch["x_num"], batch.get("x_cat")),
-                                          pre_logits=True)
 
     def on_step_end(self, progress: float) -> None:
         """The EMA update, after the optimizer step."""

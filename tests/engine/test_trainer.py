@@ -195,3 +195,77 @@ def test_torch_compile_option_trains(tmp_path):
     a, b = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+
+# ---- the hooks `Method` declares: the trainer calls each directly, the defaults are plain training
+
+
+class FirstHalf:
+    """A batch sampler over the first half of each epoch's shuffled order, twice (indices < 32 only)."""
+
+    def __init__(self, seed, batch_size):
+        from ssl_platform.data.samplers import ResumableSampler
+
+        self.order, self.batch_size, self.start, self.seen = ResumableSampler(64, seed=seed), batch_size, 0, set()
+
+    def set_epoch(self, epoch):
+        self.order.set_epoch(epoch)
+
+    def set_start(self, start):
+        self.start = start
+
+    def batches_per_epoch(self, batch_size):
+        return 64 // batch_size
+
+    def __iter__(self):
+        low = [draw for draw in self.order if draw[0] < 32]
+        draws = (low + low)[self.start:]
+        for i in range(0, len(draws) - self.batch_size + 1, self.batch_size):
+            self.seen |= {index for index, _ in draws[i:i + self.batch_size]}
+            yield draws[i:i + self.batch_size]
+
+
+class Hooked(Regress):
+    """Overrides every training hook `Method` declares, recording how the trainer calls them."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.sampler_args, self.sampler = [], None, None
+
+    def on_epoch_start(self, epoch):
+        self.epochs.append(epoch)
+
+    def param_groups(self):
+        # the head learns at a tenth of the backbone's rate and is never decayed
+        return [{"params": list(self.backbone.parameters())},
+                {"params": list(self.head.parameters()), "lr_scale": 0.1, "wd_scale": 0.0}]
+
+    def make_batch_sampler(self, dataset, *, batch_size, num_replicas, rank, seed, out_dir):
+        self.sampler_args = {"n": len(dataset), "batch_size": batch_size, "replicas": num_replicas, "rank": rank,
+                             "seed": seed, "out_dir": out_dir}
+        self.sampler = FirstHalf(seed, batch_size)
+        return self.sampler
+
+
+def test_the_trainer_calls_every_hook_a_method_overrides(tmp_path):
+    method, result = run(tmp_path / "r", method=Hooked(), epochs=3, max_steps=20)
+    assert result["step"] == 20 and method.epochs == [0, 1, 2]  # each epoch once, by its number
+    assert method.sampler_args == {"n": 64, "batch_size": 8, "replicas": 1, "rank": 0, "seed": 0,
+                                   "out_dir": tmp_path / "r"}
+    assert method.sampler.seen == set(range(32))  # every batch came from the method's sampler
+    groups = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    peak = 0.5 * 8 / 256  # the recipe's lr for the global batch, times each group's lr_scale
+    assert [g["peak_lr"] for g in groups] == pytest.approx([peak, 0.1 * peak])
+    assert groups[0]["weight_decay"] > 0 and groups[1]["weight_decay"] == 0.0
+
+
+def test_the_defaults_of_method_are_plain_training():
+    method = Regress()
+    assert method.make_batch_sampler(Points(), batch_size=8, num_replicas=1, rank=0, seed=0, out_dir=".") is None
+    assert method.no_weight_decay() == set()
+    names = {id(p): n for n, p in method.named_parameters()}
+    assert [sorted(names[id(p)] for p in g["params"]) for g in method.param_groups()] == [
+        ["backbone.fc.weight", "head.weight"], ["backbone.fc.bias", "head.bias"]]
+    x = torch.randn(5, 6)
+    assert torch.equal(method.embed({"image": x}), method.backbone.forward_head(method.backbone.forward_features(x)))

@@ -132,3 +132,90 @@ def test_graph_features_pool_each_graph_in_dataset_order():
         alone = torch.stack([enc(d.x, d.edge_index).sum(0) for d in graphs])
     assert feats.shape == (5, 8) and labels.tolist() == [0, 1, 0, 1, 0]
     assert torch.allclose(feats, alone, atol=1e-5)
+
+
+# ---- the one embedding contract (`models.embedding`) and the loop every extractor shares (`features`)
+
+
+def test_embed_batch_reads_the_batchs_own_kind_of_sample():
+    from torch_geometric.data import Batch, Data
+
+    from ssl_platform.models.backbones import create_backbone
+    from ssl_platform.models.embedding import batch_modality, embed_batch
+
+    torch.manual_seed(0)
+    image = TinyBackbone().eval()
+    x = torch.randn(3, 1, 8, 8)
+    assert batch_modality({"image": x, "label": 0}) == "image"
+    torch.testing.assert_close(embed_batch(image, {"image": x}), image.forward_head(image.forward_features(x)))
+
+    gin = create_backbone("gin", in_chans=4, hidden=8, pool="sum").eval()
+    a, b = (Data(x=torch.randn(n, 4), edge_index=torch.tensor([[0, 1], [1, 0]])) for n in (3, 5))
+    assert embed_batch(gin, {"graph": a}).shape == (3, 8)  # one graph: a node-level task, one row per node
+    one = Batch.from_data_list([a])  # a batch of one graph: one row for the graph
+    torch.testing.assert_close(embed_batch(gin, {"graph": one}), gin(a.x, a.edge_index).sum(0, keepdim=True))
+    assert embed_batch(gin, {"graph": Batch.from_data_list([a, b])}).shape == (2, 8)
+
+    class Rows(nn.Module):
+        def forward_features(self, x_num, x_cat):
+            return torch.cat([x_num, x_cat.float()], 1) if x_cat is not None else x_num
+
+        def forward_head(self, x, pre_logits=False):
+            return x
+
+    rows = {"x_num": torch.ones(2, 3, dtype=torch.float64), "x_cat": torch.ones(2, 1, dtype=torch.int32)}
+    got = embed_batch(Rows(), rows)
+    assert got.shape == (2, 4) and got.dtype == torch.float32  # cast to the table backbone's input types
+    assert embed_batch(Rows(), {"x_num": torch.ones(2, 3)}).shape == (2, 3)  # no categorical columns
+    with pytest.raises(KeyError, match=r"batches have keys \['index', 'views'\]"):
+        batch_modality({"views": [x], "index": 0})
+    with pytest.raises(KeyError, match=r"a graph embedding needs \['graph'\].*Molecules"):
+        embed_batch(image, {"image": x}, modality="graph")
+
+
+def test_embed_dataset_runs_a_methods_own_embed_in_eval_mode():
+    from ssl_platform.features import embed_dataset
+
+    class Doubled(nn.Module):  # a stand-in for a Method whose embed is not the backbone's pooled features
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.calls = TinyBackbone(), 0
+
+        def embed(self, batch):
+            self.calls += 1
+            assert not self.training and torch.is_inference_mode_enabled()
+            return 2 * self.backbone.forward_head(self.backbone.forward_features(batch["image"]))
+
+    torch.manual_seed(0)
+    method, data, transform = Doubled().train(), random_images(), EvalTransform(8, channels=1)
+    feats, labels = embed_dataset(method, data, transform, embed=method.embed, batch_size=10)
+    assert method.calls == 4 and method.training and method.backbone.bn.training  # modes restored
+    torch.testing.assert_close(feats, 2 * reference(method.backbone, data, transform), rtol=1e-5, atol=1e-6)
+    assert labels.tolist() == data.targets.tolist()
+
+
+def test_node_split_embeds_the_whole_graph_and_leaves_the_datasets_graph_alone():
+    from torch_geometric.data import Data
+
+    from ssl_platform.evaluation.features import extract_node_features
+    from ssl_platform.models.backbones import create_backbone
+
+    torch.manual_seed(0)
+    graph = Data(x=torch.randn(6, 4), edge_index=torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]]),
+                 y=torch.tensor([0, 1, 0, 1, 0, 1]))
+    before = dict(graph.items())
+
+    class Split:  # a node-level task's split: the whole graph and this split's nodes
+        def __init__(self):
+            self.graph, self.nodes = graph, [4, 1]
+
+    gat = create_backbone("gat", in_chans=4, hidden=8, heads=2).train()
+    feats, labels = extract_node_features(gat, Split())
+    with torch.no_grad():
+        whole = gat.eval()(graph.x, graph.edge_index)
+    torch.testing.assert_close(feats, whole[[4, 1]])
+    assert labels.tolist() == [0, 1]
+    assert dict(graph.items()).keys() == before.keys()
+    assert all(graph[k] is v for k, v in before.items())  # the same tensors, not moved or replaced
+    with pytest.raises(TypeError, match=r"needs a node split with .graph"):
+        extract_node_features(gat, random_images())

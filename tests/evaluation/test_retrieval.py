@@ -96,6 +96,38 @@ def test_m3ae_matching_head_scores_every_pair(tmp_path):
             single = model.match_logits(image[i:i + 1], text[j:j + 1], mask[j:j + 1])
             torch.testing.assert_close(s[i, j], single[0], atol=1e-4, rtol=1e-4)
     assert recall_at_k(s) == pytest.approx(out)
+    from ssl_platform.methods.base import ImageTextMatcher
+
+    assert isinstance(model, ImageTextMatcher)
+
+
+def test_retrieval_asks_a_method_only_for_the_matching_protocol(tmp_path):
+    """Any module with image_tokens, text_tokens and match_logits is ranked; one without is refused, by name."""
+    from ssl_platform.data.datasets.pairs import DigitCaptions, ImageTextTransform
+    from ssl_platform.evaluation.retrieval import retrieval_metrics
+    from ssl_platform.methods.simclr import SimCLR
+    from ssl_platform.models.text import train_wordpiece
+
+    class MeanDot(torch.nn.Module):
+        """Scores a pair by the dot product of the mean image pixel rows and the mean (masked) text ids."""
+
+        def image_tokens(self, image):
+            return image.mean(1)[:, :, :4]  # [B, H, 4]
+
+        def text_tokens(self, ids, text_mask):
+            return (ids * text_mask).float()[..., None].expand(-1, -1, 4)  # [B, L, 4]
+
+        def match_logits(self, image, text, text_mask):
+            return (image.mean(1) * text.mean(1)).sum(-1)
+
+    pairs = DigitCaptions("test", limit=6)
+    tok = tmp_path / "tok.json"
+    train_wordpiece(pairs.texts, tok, vocab_size=200)
+    transform = ImageTextTransform(str(tok), size=8, max_length=6)
+    out = retrieval_metrics(MeanDot(), pairs, transform, block=4)
+    assert set(out) >= {"i2t_r1", "t2i_r1", "rsum"}
+    with pytest.raises(TypeError, match="SimCLR has none.*M3AE"):
+        retrieval_metrics(SimCLR("resnet18"), pairs, transform)
 
 
 # ---- the retrieval task kind of the harness, on a tiny M3AE run (the debug recipe, a few steps)

@@ -128,3 +128,12 @@ def test_graphmae2_bad_settings():
         tiny(remask_views=2, remask_rate=1.0)
     with pytest.raises(ValueError, match=r"latent_weight must be >= 0"):
         tiny(latent_weight=-1.0)
+
+
+def test_embed_is_the_one_contract_a_batch_of_one_graph_is_one_row():
+    """`Method.embed`'s default: a `Batch` gives a row per graph, however many it holds; a bare `Data` a row per node."""
+    m = tiny().eval()
+    g = graph()
+    with torch.no_grad():
+        pooled = m.backbone.pool(m.backbone.forward_features(g.x, g.edge_index), torch.zeros(30, dtype=torch.long))
+        torch.testing.assert_close(m.embed({"graph": Batch.from_data_list([g])}), pooled)

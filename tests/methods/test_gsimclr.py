@@ -14,10 +14,11 @@ from sklearn.metrics import adjusted_rand_score
 from ssl_platform.checkpoint.io import export_backbone
 from ssl_platform.data.collate import TransformedDataset
 from ssl_platform.data.datasets import Digits
+from ssl_platform.data.pseudo_labels import kmeans_pseudo_labels
 from ssl_platform.data.samplers import GuidedBatchSampler
 from ssl_platform.data.transforms import EvalTransform, SimCLRViews
+from ssl_platform.features import embed_dataset
 from ssl_platform.methods import METHODS, DenoisingAutoencoder, GSimCLR, SimCLR
-from ssl_platform.methods.gsimclr import kmeans_pseudo_labels
 
 TINY = {"small_input": True, "in_chans": 1, "backbone_kwargs": {"channels": [8, 16, 32, 64]},
         "proj_hidden_dim": 32, "proj_dim": 16}
@@ -83,6 +84,7 @@ def test_dae_reconstructs_at_the_input_size(size, backbone, kwargs):
     assert dae.embed({"image": torch.randn(2, 1, size, size)}).shape == (2, dae.backbone.num_features)
 
 
+@pytest.mark.slow
 def test_dae_learns_to_denoise_digits():
     torch.manual_seed(0)
     data = TransformedDataset(Digits(split="train", limit=256), EvalTransform(size=8, channels=1))
@@ -134,6 +136,11 @@ def test_registered_and_keeps_simclrs_loss(encoder_file):
     torch.manual_seed(0)
     plain = SimCLR(**TINY, temperature=0.3)
     guided = make(encoder_file, temperature=0.3)
+    # SimCLR's arguments pass through, and its parameters keep their names: runs saved before load
+    assert guided.criterion.temperature == 0.3 and guided.in_chans == 1
+    assert {k: v.shape for k, v in guided.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    with pytest.raises(TypeError, match="temprature"):
+        make(encoder_file, temprature=0.3)
     guided.load_state_dict(plain.state_dict())
     guided._labels = torch.arange(8)
     batch = {"views": [torch.randn(8, 1, 8, 8), torch.randn(8, 1, 8, 8)], "index": torch.arange(8)}
@@ -184,18 +191,21 @@ def test_reclustering_uses_this_backbone_and_a_lost_file_stops_resumption(encode
     method = make(encoder_file, num_clusters=40, recluster_every_epochs=2)
     sampler = method.make_batch_sampler(data, batch_size=8, num_replicas=1, rank=0, seed=0, out_dir=tmp_path)
     first = sampler.labels.copy()
-    method.on_epoch_start(1, None)  # not a re-clustering epoch
+    method.on_epoch_start(1)  # not a re-clustering epoch
     assert np.array_equal(sampler.labels, first) and not (tmp_path / "pseudo_labels" / "epoch_0002.npy").exists()
-    method.on_epoch_start(2, None)
+    method.on_epoch_start(2)
     again = np.load(tmp_path / "pseudo_labels" / "epoch_0002.npy")
     assert np.array_equal(sampler.labels, again) and adjusted_rand_score(first, again) < 0.9
     assert "epoch 2" in json.loads((tmp_path / "pseudo_labels" / "epoch_0002.json").read_text())["source"]
+    # re-clustering reads the method's own embedding (the one contract), not some other representation
+    feats, _ = embed_dataset(method, data.dataset, method.transform, embed=method.embed)
+    assert np.array_equal(kmeans_pseudo_labels(feats, 40, seed=0 + 2), again)
 
     (tmp_path / "pseudo_labels" / "epoch_0002.npy").unlink()
     resumed = make(encoder_file, num_clusters=40, recluster_every_epochs=2)
     resumed.make_batch_sampler(data, batch_size=8, num_replicas=1, rank=0, seed=0, out_dir=tmp_path)
     with pytest.raises(RuntimeError, match="epoch_0002.npy is missing"):
-        resumed.on_epoch_start(3, None)
+        resumed.on_epoch_start(3)
 
 
 def test_batch_statistic_counts_distinct_pseudo_labels(encoder_file):
@@ -222,7 +232,7 @@ def test_option_errors_say_what_to_do(encoder_file, tmp_path):
 def test_weights_hash_follows_the_tensors_not_the_file_bytes(encoder_file, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from ssl_platform.methods.gsimclr import weights_sha256
+    from ssl_platform.data.pseudo_labels import weights_sha256
 
     tensors = load_file(str(encoder_file))
     copy = tmp_path / "copy.safetensors"

@@ -198,12 +198,12 @@ def run_debug(out_dir: Path, *overrides: str) -> None:
 
 @pytest.fixture(scope="module")
 def landsat7(tmp_path_factory):
-    from ssl_platform.data.datasets import multispectral_sources as sources
-    from ssl_platform.data.prepare import data_root
+    from ssl_platform.data.root import data_root
+    from ssl_platform.data.sources import landsat7_stars
 
     directory = data_root() / "landsat7-stars"
-    if sources.verify_landsat7_stars(directory) is not None:
-        directory = sources.fetch_landsat7_stars(tmp_path_factory.mktemp("l7"), "needs the Debian archive")
+    if landsat7_stars.verify(directory) is not None:
+        directory = landsat7_stars.fetch(tmp_path_factory.mktemp("l7"), "needs the Debian archive")
     return directory
 
 
