@@ -21,7 +21,7 @@ from ssl_platform.methods import METHODS, Method
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "adding_a_method.md"
-BLOCK = re.compile(r'```(\w+) title="([^"]+)"\n(.*?)```', re.S)
+BLOCK = re.compile(r'```(\w+) title="([^"]+)"\n(.*?)```', re.DOTALL)
 EXAMPLE = "sslp_docs_example"  # the temporary package standing in for ssl_platform.methods
 
 
@@ -80,7 +80,7 @@ def test_the_pages_recipe_pretrains_through_the_engine(example):
 def test_the_hook_table_is_the_hooks_method_declares():
     """Every hook `Method` declares is in the page's table, and the table names no other."""
     table = PAGE.read_text().split("## What a method provides", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `(\w+)\(", table, re.M))
+    documented = set(re.findall(r"^\| `(\w+)\(", table, re.MULTILINE))
     declared = {name for name, member in vars(Method).items()
                 if inspect.isfunction(member) and not name.startswith("_")}
     assert documented == declared

@@ -35,7 +35,8 @@ from torch.utils.data import Dataset
 from ssl_platform import distributed
 from ssl_platform.checkpoint.io import load_state_strict
 from ssl_platform.data.collate import TransformedDataset
-from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
+from ssl_platform.engine.rng import seed_everything
+from ssl_platform.engine.trainer import TrainConfig, fit
 from ssl_platform.evaluation.features import extract_features
 from ssl_platform.evaluation.finetune_heads import Classifier, LinearHead, Regressor
 from ssl_platform.evaluation.regression import regression_metrics

@@ -34,6 +34,7 @@ import yaml
 from ssl_platform.checkpoint import io
 from ssl_platform.data.transforms import normalize_stats
 from ssl_platform.evaluation import report
+from ssl_platform.methods import METHODS
 from ssl_platform.provenance import file_sha256, git_sha
 from ssl_platform.zoo.card import render_card, write_docs
 from ssl_platform.zoo.checks import (
@@ -139,12 +140,14 @@ def aggregate(evaluation: Evaluation) -> list[dict[str, Any]]:
 
 
 def _method_key(recipe: dict[str, Any]) -> str:
-    """`ssl_platform.methods.simclr.SimCLR` -> `simclr` (module names are the METHODS keys)."""
+    """The `METHODS` key of the recipe's method class (`ssl_platform.methods.simclr.SimCLR` -> `simclr`),
+    found by class, so a method's key need not be its module's name; a user's own method (not in
+    `METHODS`): its class name in lower case."""
     component = str((recipe.get("method") or {}).get("_component_") or "")
-    parts = component.split(".")
-    if component.startswith("ssl_platform.methods.") and len(parts) == 4:
-        return parts[2]
-    return parts[-1].lower() or "unknown"
+    for key, cls in METHODS.items():
+        if component in (f"{cls.__module__}.{cls.__qualname__}", f"ssl_platform.methods.{cls.__qualname__}"):
+            return key
+    return component.rsplit(".", 1)[-1].lower() or "unknown"
 
 
 def _data_name(recipe: dict[str, Any]) -> str:

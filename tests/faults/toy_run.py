@@ -7,7 +7,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ssl_platform.data.collate import TransformedDataset
-from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
+from ssl_platform.engine.rng import seed_everything
+from ssl_platform.engine.trainer import TrainConfig, fit
 from ssl_platform.methods.base import Method
 
 
