@@ -1,4 +1,4 @@
-"""The package's layers only point down, and its import graph has no cycle.
+"""The package's layers only point down, its import graph has no cycle, and no module outgrows 400 lines.
 
 The layer table is read from `docs/architecture.md` (section "Layers"), so the document and the code
 cannot drift apart: a module no row names fails here, and so does an import that points up a layer,
@@ -182,3 +182,12 @@ def test_the_checker_finds_a_cycle_and_an_upward_import():
     table = [(0, ["ssl_platform.config"]), (1, ["ssl_platform.models", "ssl_platform.models.x.y"])]
     assert layer_of("ssl_platform.models.backbones", table) == 1 and layer_of("ssl_platform.config", table) == 0
     assert layer_of("ssl_platform.cli", table) is None
+
+
+MAX_MODULE_LINES = 400  # a module longer than this mixes concerns: split it by concern, not in halves
+
+
+def test_every_module_stays_under_400_lines():
+    long = {str(path.relative_to(ROOT)): n for path in MODULES.values()
+            if (n := len(path.read_text().splitlines())) >= MAX_MODULE_LINES}
+    assert not long, f"modules of {MAX_MODULE_LINES} lines or more: {long}"
