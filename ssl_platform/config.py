@@ -352,8 +352,9 @@ def validate(cfg: DictConfig, sections: Mapping[str, Any], runtime: Mapping[str,
         cfg: the loaded recipe.
         sections: top-level key -> what it holds: a dataclass (a plain section whose keys may
             themselves be components, checked as such), the string "component", "recipe" (a whole
-            nested recipe, validated against these same `sections`), or `str`/`int` etc. for a
-            scalar. Keys absent from `sections` are errors.
+            nested recipe, validated against these same `sections`), `dict` (plain values under
+            any keys, never a component), or `str`/`int` etc. for a scalar. Keys absent from
+            `sections` are errors.
         runtime: top-level (or `section.key`) path -> kwargs the program supplies to that component.
         prefix: where `cfg` sits in an enclosing recipe (e.g. "before."), for the messages.
     """
@@ -377,5 +378,11 @@ def validate(cfg: DictConfig, sections: Mapping[str, Any], runtime: Mapping[str,
             for sub, value in node.items():
                 if is_component(value):
                     validate_component(value, f"{where}{sub}.", runtime.get(f"{key}.{sub}", ()))
+        elif kind is dict:  # plain values by key, read by people and tests, never instantiated
+            if not isinstance(node, DictConfig):
+                raise ConfigError(f"{prefix}{key} must be a mapping, got {node!r}")
+            for sub, value in node.items():
+                if is_component(value):
+                    raise ConfigError(f"{where}{sub} holds a component; {prefix}{key} holds plain values only")
         elif isinstance(node, (DictConfig, ListConfig)):
             raise ConfigError(f"{prefix}{key} must be a {kind.__name__}, got a {type(node).__name__}")

@@ -55,8 +55,30 @@ class MonitorConfig:
     temperature: float = config.option(0.07, gt=0)
 
 
+@dataclasses.dataclass
+class SourceConfig:
+    """The `source:` section: where a recipe's settings come from. Read by people and by
+    `tests/test_recipe_provenance.py`, never by the run (changing it does not block a resume).
+
+    A recipe that claims a paper's setting names it (`paper`: citation and table; `code`: the official
+    config as `owner/repo@commit:path`) and lists in the recipe's `paper:` section the values it takes
+    from there, keyed as `recipe_settings.effective_settings` names them (e.g. `optimizer.peak_lr`,
+    `method.temperature`): `key: value`, or `key: {paper: value, ours: value, why: reason}` where the
+    recipe deliberately differs. A recipe of our own says so in `note` and has no `paper:` section.
+    `world_size` is the number of processes the recipe is written for (its header's torchrun command):
+    the global batch and the scaled lr follow from it.
+    """
+
+    paper: str | None = None
+    code: str | None = None
+    note: str | None = None
+    world_size: int = config.option(1, ge=1)
+
+
 SECTIONS = {
     "before": "recipe",  # a whole recipe run (or resumed, or found finished) before this one: a first stage
+    "source": SourceConfig,
+    "paper": dict,
     "name": str,
     "method": "component",
     "data": DataConfig,

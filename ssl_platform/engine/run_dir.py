@@ -36,7 +36,8 @@ from ssl_platform.provenance import git_sha
 # (data.on_bad_sample: after a run stopped at a bad file, resuming it with `skip` is the fix; the
 # samples it trained on before are the same either way)
 RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
-                     "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample")
+                     "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample",
+                     "source.", "paper.")  # where the settings come from: documentation, not settings
 
 
 @contextlib.contextmanager
