@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -127,10 +128,19 @@ def embed_node_split(
                         f"got {type(split).__name__}")
     embed = embed or functools.partial(embed_batch, model)
     with inference(model):
-        # a shallow copy: torch_geometric's `to` moves tensors in place, and the graph is the dataset's
-        out = embed({"graph": copy.copy(graph).to(device)}).float().cpu()  # [V, D]
+        out = embed({"graph": _graph_on(graph, device)}).float().cpu()  # [V, D]
     nodes = torch.as_tensor(nodes, dtype=torch.int64)
     return out[nodes], _targets(torch.as_tensor(graph.y)[nodes])
+
+
+def _graph_on(graph: Any, device: str | torch.device) -> Any:
+    """The split's graph on `device`, the dataset's own left where it is: a torch_geometric `Data`
+    shallow-copied (its `to` moves tensors in place), any other object with `x` and `edge_index` (a
+    user's node split) as just those two."""
+    if isinstance(graph, torch.nn.Module) or not hasattr(graph, "to"):
+        return types.SimpleNamespace(x=torch.as_tensor(graph.x).to(device),
+                                     edge_index=torch.as_tensor(graph.edge_index).to(device))
+    return copy.copy(graph).to(device)
 
 
 def _to(value: Any, device: str | torch.device) -> Any:

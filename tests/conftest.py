@@ -4,8 +4,9 @@
 `slow` or `dist` that starts one anyway (a subprocess, torchrun, a DataLoader worker, a fork) fails,
 naming what it started and the marker to add, so the fast selection stays fast as tests are added.
 Two programs are allowed: `git` (`provenance.git_sha` asks it for the commit: milliseconds, cached per
-process, so which test pays for it depends on the order the tests run in) and `ldconfig` (ctypes'
-library lookups, e.g. torch's first import, run it).
+process, so which test pays for it depends on the order the tests run in) `ldconfig` (ctypes'
+library lookups, e.g. torch's first import, run it) and `lscpu` (joblib asks it for the number of
+physical cores the first time scikit-learn parallelises; cached).
 
 `gpu` tests are skipped on a machine without CUDA.
 """
@@ -29,7 +30,7 @@ settings.register_profile("explore", max_examples=1000, database=None, deadline=
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci")
 
-ALLOWED_PROGRAMS = {"git", "ldconfig"}  # what a fast test may still run (see the module docstring)
+ALLOWED_PROGRAMS = {"git", "ldconfig", "lscpu"}  # what a fast test may still run (see the module docstring)
 MARKERS_THAT_MAY_START_PROCESSES = ("slow", "dist")
 
 # the test being guarded (None between tests and for slow/dist ones) and what it started in this phase

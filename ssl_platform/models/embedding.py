@@ -79,8 +79,11 @@ def image_embedding(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def graph_embedding(backbone: nn.Module, graph: Any) -> torch.Tensor:
-    """A `Batch` of G graphs -> pooled `[G, D]`; one `Data` graph (no `batch` vector) -> node codes `[V, D]`."""
-    h = backbone.forward_features(graph.x.float(), graph.edge_index)  # [V, D]
+    """A `Batch` of G graphs -> pooled `[G, D]`; one `Data` graph (no `batch` vector) -> node codes `[V, D]`.
+
+    Like images, a module without timm's `forward_features` (a user's GNN) is called as it is."""
+    encode = backbone.forward_features if hasattr(backbone, "forward_features") else backbone
+    h = encode(graph.x.float(), graph.edge_index)  # [V, D]
     batch = getattr(graph, "batch", None)
     return h if batch is None else backbone.pool(h, batch)
 
