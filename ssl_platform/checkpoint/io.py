@@ -188,6 +188,11 @@ def load_run_method(run_dir: str | Path, random_init: bool = False, seed: int = 
 def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """`module.load_state_dict(state_dict)` that explains a mismatch instead of a raw key dump.
 
+    The keys are compared after torch's load, not before: a module may adopt parts an older checkpoint
+    of it carries in its `_load_from_state_dict` (the GAT builds the residual maps of files written
+    when residual was always on, `models/graph.py`), and only the result of the load says what is
+    still missing. When shapes differ nothing is loaded and the message names every kind.
+
     Raises:
         CheckpointError: keys missing or unexpected, or shapes differ; names a few of each.
     """
@@ -198,6 +203,9 @@ def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], so
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
     ]
+    if not shapes:  # what torch's load (and the modules' own adoption of old keys) leaves unmatched
+        result = module.load_state_dict(state_dict, strict=False)
+        missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -210,7 +218,6 @@ def load_state_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], so
             f"{source} does not match this {type(module).__name__}: " + "; ".join(parts)
             + ". It was written for another model or recipe: use the matching recipe, or another out_dir."
         )
-    module.load_state_dict(state_dict, strict=True)
 
 
 def export_backbone(backbone: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> None:

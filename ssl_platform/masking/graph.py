@@ -9,6 +9,9 @@ A fresh random node set V~ of `int(mask_rate * N)` nodes is drawn per step. Of t
 `replace_rate` get the features of uniformly random nodes instead of the mask token (BERT's trick,
 so the encoder cannot tell masked nodes by their input alone); every node of V~ stays in the loss
 with its original target.
+
+Drop-edge (`drop_edges`, GraphMAE's `drop_edge_rate`, e.g. 0.5 on ogbn-arxiv) thins the encoder's
+graph once per step: each edge survives independently with probability `1 - drop_rate`.
 """
 
 from __future__ import annotations
@@ -60,3 +63,28 @@ def remask(h: torch.Tensor, masked: torch.Tensor, token: torch.Tensor | None = N
     out = h.clone()
     out[masked] = 0.0 if token is None else token.reshape(1, -1).to(h.dtype).expand(len(masked), -1)
     return out
+
+
+def drop_edges(edge_index: torch.Tensor, drop_rate: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """GraphMAE's drop-edge: `edge_index: [2, E]` -> the surviving edges `[2, E']`, in their order.
+
+    One uniform draw u_e in [0, 1) per edge, in edge order (`torch.rand(E, generator=generator)`, on
+    the CPU); an edge survives when u_e >= `drop_rate`, so with probability 1 - `drop_rate`, as the
+    official Bernoulli(1 - p) mask (THUDM/GraphMAE `graphmae/utils.py: mask_edge, drop_edge`). The
+    two directions of an undirected edge are separate edges there and here.
+
+    Self-loops are never dropped. Officially every node has its self-loop after the drop as before
+    it: the data carry one per node, and `drop_edge` re-adds one per node after the draw (GraphMAE2
+    removes them before drawing, GraphMAE draws them too and then adds one more, so a node whose
+    own loop survived has two). Our graphs carry none and `GATConv` adds exactly one per node, which
+    is GraphMAE2's result; keeping whatever self-loops a graph has leaves GIN's input as it was.
+
+    `drop_rate` 0 returns `edge_index` itself and draws nothing (the official code skips it too).
+    """
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    if drop_rate == 0.0:
+        return edge_index
+    draws = torch.rand(edge_index.shape[1], generator=generator).to(edge_index.device)
+    keep = (draws >= drop_rate) | (edge_index[0] == edge_index[1])
+    return edge_index[:, keep]

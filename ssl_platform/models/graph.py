@@ -9,6 +9,8 @@ same call, and `pool(h, batch)` averages (or sums) them per graph for graph-leve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
@@ -67,7 +69,7 @@ class _GraphEncoder(nn.Module):
 
 class GAT(_GraphEncoder):
     """GraphMAE's node-level encoder: GAT layers whose `hidden` width is split across `heads`
-    (concatenated back), with residual connections.
+    (concatenated back), optionally with residual connections.
 
     Args:
         in_chans: node feature width F.
@@ -77,18 +79,46 @@ class GAT(_GraphEncoder):
         feat_drop, attn_drop: dropout on layer inputs and on attention weights (0.2, 0.1).
         norm: "none" | "layer" | "batch" after each layer.
         pool: graph pooling for `pool` ("mean", "sum", "max").
+        residual: add a bias-free linear map of each layer's input to its output (PyG's `GATConv`
+            `residual`). Off by default, as in GraphMAE's code (`--residual` is off; its configs turn
+            it on only for ppi and reddit).
+
+    Checkpoints written before `residual` existed come from GATs with residual connections on every
+    layer (then hard-coded), and their stored kwargs do not say so. Their state dicts carry
+    `convs.<i>.res.weight`; `adopt_checkpoint` gives a GAT built without `residual` those maps, so
+    the weights run as they were trained. `load_state_dict` calls it (`_load_from_state_dict`); a
+    loader that compares keys before loading must call it first.
     """
 
     def __init__(self, in_chans: int = 1, hidden: int = 512, heads: int = 4, num_layers: int = 2,
                  feat_drop: float = 0.2, attn_drop: float = 0.1, norm: str = "none", pool: str = "mean",
-                 num_classes: int = 0):
+                 num_classes: int = 0, residual: bool = False):
         from torch_geometric.nn import GATConv
 
         if hidden % heads:
             raise ValueError(f"hidden width {hidden} is not divisible by heads {heads}")
         convs = [GATConv(in_chans if i == 0 else hidden, hidden // heads, heads=heads, dropout=attn_drop,
-                         residual=True) for i in range(num_layers)]
+                         residual=residual) for i in range(num_layers)]
         super().__init__(convs, [hidden] * num_layers, norm, feat_drop, pool, num_classes)
+
+    def adopt_checkpoint(self, state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+        """Give each layer without a residual map the one `state_dict` holds for it (`{prefix}convs.<i>.res.weight`,
+        `[hidden, in]`), as `GATConv(residual=True)` builds it; layers the checkpoint has none for stay as they are."""
+        from torch_geometric.nn.dense import Linear
+
+        for i, conv in enumerate(self.convs):
+            weight = state_dict.get(f"{prefix}convs.{i}.res.weight")
+            if weight is not None and conv.res is None:
+                del conv.res  # registered as a None parameter: a module cannot take its name otherwise
+                conv.res = Linear(weight.shape[1], weight.shape[0], bias=False).to(conv.lin.weight.device)
+                conv.residual = True
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # runs before the layers load their own keys, so an adopted residual map loads with them
+        self.adopt_checkpoint(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 class GIN(_GraphEncoder):
@@ -101,14 +131,23 @@ class GIN(_GraphEncoder):
         feat_drop: dropout on layer inputs.
         norm: "batch" (the paper), "layer" or "none".
         pool: graph pooling ("mean", "sum", "max").
+        eps: GIN's self-weight, each node's own features enter as (1 + eps) x_i + sum of neighbours.
+        train_eps: learn eps (from its initial value). GraphMAE's code keeps eps fixed at 0
+            (`learn_eps=False`) on graphs that carry a self-loop per node, i.e. 2 x_i + the neighbours;
+            our graphs carry none, so `eps=1, train_eps=False` computes the official sum. True is this
+            module's original behaviour, kept as the default so recipes written before the option
+            train as they did. Either way `eps` is in the state dict (a parameter or a buffer), so
+            checkpoints load into both.
     """
 
     def __init__(self, in_chans: int = 1, hidden: int = 32, num_layers: int = 3, feat_drop: float = 0.0,
-                 norm: str = "batch", pool: str = "mean", num_classes: int = 0):
+                 norm: str = "batch", pool: str = "mean", num_classes: int = 0, eps: float = 0.0,
+                 train_eps: bool = True):
         from torch_geometric.nn import GINConv
 
         convs = [GINConv(nn.Sequential(nn.Linear(in_chans if i == 0 else hidden, hidden), nn.ReLU(),
-                                       nn.Linear(hidden, hidden)), train_eps=True) for i in range(num_layers)]
+                                       nn.Linear(hidden, hidden)), eps=eps, train_eps=train_eps)
+                 for i in range(num_layers)]
         super().__init__(convs, [hidden] * num_layers, norm, feat_drop, pool, num_classes)
 
 

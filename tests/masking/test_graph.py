@@ -1,10 +1,10 @@
 """GraphMAE's node masks: counts, replaced nodes inside the mask, the corrupted input row by row,
-re-masking, determinism."""
+re-masking, determinism; drop-edge against a naive loop."""
 
 import pytest
 import torch
 
-from ssl_platform.masking.graph import corrupt_features, mask_nodes, remask
+from ssl_platform.masking.graph import corrupt_features, drop_edges, mask_nodes, remask
 
 
 @pytest.mark.parametrize(("n", "rate", "replace"), [(34, 0.5, 0.05), (100, 0.75, 0.1), (10, 0.3, 0.0)])
@@ -57,3 +57,57 @@ def test_bad_rates():
         mask_nodes(10, 0.5, 1.0)
     with pytest.raises(ValueError, match="masks no node"):
         mask_nodes(3, 0.2)
+
+
+# ---- drop-edge (GraphMAE's drop_edge_rate)
+
+
+def edges_with_self_loops(n=40, e=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src, dst = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)
+    loops = torch.arange(0, n, 3)
+    return torch.cat([torch.stack([src, dst]), torch.stack([loops, loops])], 1)[:, torch.randperm(e + len(loops), generator=g)]
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+def test_drop_edges_keeps_what_a_naive_loop_keeps(rate):
+    edge_index = edges_with_self_loops()
+    out = drop_edges(edge_index, rate, generator=torch.Generator().manual_seed(3))
+    u = torch.rand(edge_index.shape[1], generator=torch.Generator().manual_seed(3))  # the same draws, one per edge
+    kept = []
+    for e in range(edge_index.shape[1]):
+        s, d = int(edge_index[0, e]), int(edge_index[1, e])
+        if s == d or float(u[e]) >= rate:  # a self-loop always stays; any other edge with probability 1 - rate
+            kept.append((s, d))
+    assert [tuple(c) for c in out.t().tolist()] == kept
+
+
+def test_drop_edges_keeps_about_one_minus_the_rate_and_every_self_loop():
+    n = 1000
+    src = torch.randint(0, n, (20000,), generator=torch.Generator().manual_seed(0))
+    edge_index = torch.stack([src, (src + 1) % n])  # no self-loops
+    out = drop_edges(edge_index, 0.5, generator=torch.Generator().manual_seed(1))
+    assert abs(out.shape[1] / 20000 - 0.5) < 0.02  # 0.5 +- 5.7 binomial standard deviations
+    loops = torch.stack([torch.arange(n), torch.arange(n)])
+    with_loops = drop_edges(torch.cat([edge_index, loops], 1), 0.9, generator=torch.Generator().manual_seed(1))
+    assert (with_loops[0] == with_loops[1]).sum() == n
+
+
+def test_drop_edges_is_seeded_and_fresh_per_draw():
+    edge_index = edges_with_self_loops()
+    a = drop_edges(edge_index, 0.5, generator=torch.Generator().manual_seed(7))
+    b = drop_edges(edge_index, 0.5, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    first, second = drop_edges(edge_index, 0.5, generator=gen), drop_edges(edge_index, 0.5, generator=gen)
+    assert torch.equal(a, b) and torch.equal(a, first) and not torch.equal(first, second)
+
+
+def test_drop_rate_zero_returns_the_graph_itself_and_draws_nothing():
+    edge_index = edges_with_self_loops()
+    state = torch.get_rng_state()
+    assert drop_edges(edge_index, 0.0) is edge_index
+    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="drop_rate"):
+        drop_edges(edge_index, 1.0)
+    with pytest.raises(ValueError, match="drop_rate"):
+        drop_edges(edge_index, -0.1)

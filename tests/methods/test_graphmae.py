@@ -1,12 +1,14 @@
 """GraphMAE: only masked nodes enter the loss, the codes are re-masked before the decoder, the mask
-token learns, the loss is the scaled cosine error of the masked rows, embeddings per node and per graph."""
+token learns, the loss is the scaled cosine error of the masked rows, embeddings per node and per graph;
+drop-edge thins the encoder's graph only, the decoder's dropouts, weight decay on every parameter, and
+GraphMAE2's options."""
 
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
 from ssl_platform.losses.cosine import scaled_cosine_error
-from ssl_platform.masking.graph import mask_nodes
+from ssl_platform.masking.graph import corrupt_features, drop_edges, mask_nodes, remask
 from ssl_platform.methods import METHODS
 from ssl_platform.methods.graphmae import GraphMAE
 
@@ -105,8 +107,6 @@ def test_graphmae2_latent_loss_reads_unmasked_nodes_and_the_target_follows_by_em
     torch.manual_seed(6)
     out = m({"graph": g})
     keep = torch.tensor([v for v in range(30) if v not in masked.tolist()])
-    from ssl_platform.masking.graph import corrupt_features
-
     with torch.no_grad():
         h = m.backbone.forward_features(corrupt_features(g.x, masked, replaced, sources, m.mask_token), g.edge_index)
         target = m.target_projector(m.target_encoder.forward_features(g.x, g.edge_index)[keep])
@@ -123,6 +123,13 @@ def test_graphmae2_latent_loss_reads_unmasked_nodes_and_the_target_follows_by_em
         assert torch.allclose(new, 0.9 * old + 0.1 * online.detach())
 
 
+def test_graphmae2_projector_can_end_at_the_encoder_width_as_the_official_code():
+    m = tiny(latent_weight=0.15, latent_dim=8, latent_out=16)  # encoder width 16
+    shapes = [tuple(layer.weight.shape) for layer in (m.projector[0], m.projector[2], m.predictor[1])]
+    assert shapes == [(8, 16), (16, 8), (16, 16)]  # Linear(H, 8)-PReLU-Linear(8, H), PReLU-Linear(H, H)
+    assert isinstance(m.predictor[0], torch.nn.PReLU) and m({"graph": graph()})["latent"] > 0
+
+
 def test_graphmae2_bad_settings():
     with pytest.raises(ValueError, match=r"remask_views must be >= 0 and remask_rate in \(0, 1\)"):
         tiny(remask_views=2, remask_rate=1.0)
@@ -137,3 +144,58 @@ def test_embed_is_the_one_contract_a_batch_of_one_graph_is_one_row():
     with torch.no_grad():
         pooled = m.backbone.pool(m.backbone.forward_features(g.x, g.edge_index), torch.zeros(30, dtype=torch.long))
         torch.testing.assert_close(m.embed({"graph": Batch.from_data_list([g])}), pooled)
+
+
+# ---- drop-edge, decoder dropout, weight decay on every parameter (GraphMAE's code)
+
+
+def record(seen, key, pick):
+    """A forward hook that keeps `pick(args, out)` of the first call under `key` and returns None (output untouched)."""
+    def hook(module, args, out):
+        seen.setdefault(key, pick(args, out))
+    return hook
+
+
+def test_drop_edge_thins_the_encoders_graph_and_the_decoder_reads_the_full_one():
+    m, g = tiny(drop_edge_rate=0.5).eval(), graph()  # eval: no dropout draws
+    seen = {}
+    m.backbone.convs[0].register_forward_hook(record(seen, "encoder", lambda args, out: args[1]))
+    m.decoder.register_forward_hook(record(seen, "decoder", lambda args, out: args[1]))
+    torch.manual_seed(3)
+    masked, replaced, sources = mask_nodes(30, 0.5, 0.2)
+    thinned = drop_edges(g.edge_index, 0.5)  # drawn right after the mask, from the same RNG
+    torch.manual_seed(3)
+    loss = m({"graph": g})["loss"]
+    assert torch.equal(seen["encoder"], thinned) and torch.equal(seen["decoder"], g.edge_index)
+    assert 0 < thinned.shape[1] < g.edge_index.shape[1]
+    z = m.reconstruct(g.x, g.edge_index, masked, replaced, sources, encoder_edges=thinned)
+    assert torch.allclose(loss, scaled_cosine_error(z[masked], g.x[masked], 2.0))
+    with pytest.raises(ValueError, match="drop_edge_rate"):
+        tiny(drop_edge_rate=1.0)
+
+
+def test_decoder_dropout_acts_on_the_re_masked_codes_and_the_attention():
+    m, g = tiny(decoder_feat_drop=0.5, decoder_attn_drop=0.1).train(), graph()
+    assert m.decoder.dropout == 0.1  # GATConv's dropout on the attention coefficients
+    seen = {}
+    m.encoder_to_decoder.register_forward_hook(record(seen, "code", lambda args, out: out.detach()))
+    m.decoder.register_forward_hook(record(seen, "input", lambda args, out: args[0].detach()))
+    torch.manual_seed(1)
+    masked, _, _ = mask_nodes(30, 0.5, 0.2)
+    torch.manual_seed(1)
+    m({"graph": g})
+    code, dropped = remask(seen["code"], masked), seen["input"]
+    zeroed = (dropped == 0) & (code != 0)
+    assert torch.allclose(dropped[~zeroed], 2.0 * code[~zeroed])  # survivors scaled by 1 / (1 - 0.5)
+    assert 0.4 < zeroed.sum() / (code != 0).sum() < 0.6
+    assert (dropped[masked] == 0).all()
+
+
+def test_decay_all_puts_every_parameter_in_the_decayed_group():
+    m = tiny()
+    names = {id(p): n for n, p in m.named_parameters()}
+    split = {g["group"]: {names[id(p)] for p in g["params"]} for g in m.param_groups()}
+    assert "mask_token" in split["no_decay"] and "decoder.bias" in split["no_decay"]
+    m = tiny(decay_all=True)
+    [group] = m.param_groups()
+    assert group["wd_scale"] == 1.0 and {id(p) for p in group["params"]} == {id(p) for p in m.parameters()}
