@@ -56,25 +56,35 @@ def saved_step(out_dir: Path) -> int:
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_sigkill_then_same_command_matches_uninterrupted(tmp_path, name):
     _, _, kill_after, total = RUNS[name]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # one thread each: the uninterrupted run and the one to kill share the machine's cores side by side
+    # (every run of a comparison uses the same thread count, so the weights are bit-comparable)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(command(name, straight), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    reference_log = tmp_path / "reference.log"  # a file, not a pipe: nobody reads while the others run
+    with reference_log.open("w") as log:
+        reference = subprocess.Popen(command(name, straight), cwd=ROOT, env=env, stdout=log, stderr=log)
 
-    proc = subprocess.Popen(command(name, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while saved_step(killed) < kill_after and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    step_at_kill = saved_step(killed)
-    assert kill_after <= step_at_kill < total
-    assert not (killed / "backbone.safetensors").exists()
+    try:
+        proc = subprocess.Popen(command(name, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while saved_step(killed) < kill_after and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        step_at_kill = saved_step(killed)
+        assert kill_after <= step_at_kill < total
+        assert not (killed / "backbone.safetensors").exists()
 
-    resumed = subprocess.run(command(name, killed), cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming at step {step_at_kill}" in resumed.stdout
+        resumed = subprocess.run(command(name, killed), cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"resuming at step {step_at_kill}" in resumed.stdout
+        assert reference.wait(timeout=600) == 0, reference_log.read_text()[-3000:]
+    finally:  # a failed check must not leave the reference run behind
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
     a = load_file(str(straight / "backbone.safetensors"))
     b = load_file(str(killed / "backbone.safetensors"))
     assert a.keys() == b.keys()
