@@ -106,6 +106,18 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
     return cfg
 
 
+def required_keys(path: str | Path) -> list[str]:
+    """Dotted keys a recipe file leaves to its user (`???`, e.g. a data root), read without resolving
+    interpolations (a recipe may point at a value `load_recipe` fills in, e.g. `${before.train.out_dir}`)."""
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [k for key, value in node.items() for k in walk(value, f"{prefix}{key}.")]
+        return [prefix.rstrip(".")] if node == "???" else []
+
+    return sorted(walk(OmegaConf.to_container(OmegaConf.load(path), resolve=False), ""))
+
+
 def _check_optimizer(cfg: DictConfig, prefix: str = "") -> None:
     """Build the recipe's optimizer over one dummy parameter: its own range checks (a negative lr, betas
     outside [0, 1)...) then fail in `--dry-run` too, naming the section, instead of after the model is built."""

@@ -107,18 +107,10 @@ def test_locate_surfaces_missing_dependency_inside_module(tmp_path, monkeypatch)
         config.locate("brokenpkg.mod.X")
 
 
-def missing_keys(node, prefix=""):
-    """Dotted keys whose value is `???`, without resolving interpolations (a recipe may point at a
-    value that load_recipe fills in, e.g. `${before.train.out_dir}`)."""
-    if isinstance(node, dict):
-        return [k for key, v in node.items() for k in missing_keys(v, f"{prefix}{key}.")]
-    return [prefix.rstrip(".")] if node == "???" else []
-
-
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_recipe_validates(path):
     # values a user must give (`???`, e.g. a data root) get a placeholder; everything else as shipped
-    required = sorted(missing_keys(OmegaConf.to_container(OmegaConf.load(path), resolve=False)))
+    required = pretrain.required_keys(path)
     cfg = pretrain.load_recipe(path, [f"{key}=/placeholder" for key in required])
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and "ssl_platform pretrain" in first and path.name in first, (

@@ -6,6 +6,13 @@ used by Chakraborty et al., "G-SimCLR", ICDM workshops 2020 (see `methods/gsimcl
 Gaussian noise is added to the input, the encoder (any timm CNN; `plain_convnet` is the paper's
 CIFAR encoder) maps it to a feature map, and a mirrored upsampling decoder reconstructs the clean
 input under an MSE loss. The embedding is the global-average-pooled latent, as in the paper.
+
+Deviations from the official notebook (ariG23498/G-SimCLR@bd77e7f, CIFAR10/Autoencoder.ipynb): inputs
+are normalised (mean/std), not [0, 1] pixels, so the output is linear (no sigmoid) and `noise_std`
+is in normalised units (0.1 here for the official 0.01 on [0, 1]); the decoder mirrors any encoder's
+stride with nearest upsampling + conv-BN-ReLU blocks whose width halves at each (64/32/16 after the
+CIFAR encoder's 128-channel latent; officially 128/64/32); training runs a fixed number of epochs
+(officially early stopping on the test loss, patience 2, best weights restored).
 """
 
 from __future__ import annotations

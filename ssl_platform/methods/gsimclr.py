@@ -16,6 +16,10 @@ Where this differs from the paper (see docs/methods.md):
 - The guided order is reshuffled every epoch from (seed, epoch); the paper fixes one order.
 - `recluster_every_epochs` re-clusters on this SimCLR backbone's own features every N epochs, a
   variant the paper does not have.
+- The SimCLR stage is this platform's SimCLR (any timm backbone, lightly's head and NT-Xent), not the
+  official notebook's Keras CIFAR ResNet (n = 4) with a 256-128-50 head, SGD with cosine restarts
+  and flip + weak jitter only; the CIFAR recipe runs it with solo-learn's SimCLR settings so that
+  the two methods compare at one budget (ariG23498/G-SimCLR@bd77e7f, docs/recipe_sources.md).
 
 Pseudo-labels are kept in the run directory, `pseudo_labels/epoch_XXXX.npy` (int64 `[N]` aligned
 with dataset indices) with a JSON record beside each (`data/pseudo_labels.py`); a resumed run reads

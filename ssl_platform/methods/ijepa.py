@@ -9,6 +9,24 @@ target encoder, sees the whole image, and its layer-normalised outputs at each t
 what a narrow ViT predictor must produce from the context tokens plus mask tokens at the target
 positions. No augmentation, no pixels reconstructed, no negatives. Evaluation reads the target
 encoder, average-pooled (`self.backbone` *is* the target encoder, so the export is that one).
+
+Deviations from the official code (facebookresearch/ijepa@52c1ae9; docs/methods.md, I-JEPA section):
+- Masks. `official_collator: true` reproduces the official collator's sampling semantics (block
+  sizes from one coupled draw, cut below the grid side; positions never on the last row or column,
+  so at the paper's context scale the context block is always the top-left (H-1)x(W-1); `> min_keep`
+  for targets and context, with the official relaxation; truncation to the lowest indices), not its
+  random stream; the ImageNet recipe uses it. The default (`false`, kept for the CPU recipes and the
+  published Fashion-MNIST run) follows the paper's text instead: independent scale and log-uniform
+  aspect draws, blocks up to the whole grid (on 14x14 about half the batches get a whole-grid
+  context block, so contexts are larger on average), uniform positions, `min_keep` for the context
+  only (`>=`) and an error instead of the relaxation, random truncation (`masking/block.py`).
+  Either way the masks are drawn in the method from the checkpointed training RNG, not in a loader
+  worker, and where the official collator would loop forever (e.g. on a 7x7 grid) the official mode
+  raises.
+- Init: timm's ViT init; the official code also divides each block's attn.proj and mlp.fc2 weights
+  by sqrt(2 * layer).
+- Warm-up from lr 0, not from the official `start_lr` 2e-4 (the engine has no warm-up start value).
+- The predictor's mask token is exempt from weight decay (officially decayed: a 3-D parameter).
 """
 
 from __future__ import annotations
@@ -18,7 +36,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from ssl_platform.engine.ema import ema_update, frozen_copy, linear_momentum
-from ssl_platform.masking.block import gather_tokens, multiblock_masks
+from ssl_platform.masking.block import check_official_collator, gather_tokens, multiblock_masks
 from ssl_platform.methods.base import Method
 from ssl_platform.models.backbones import create_backbone
 from ssl_platform.models.pos_embed import sincos_2d
@@ -39,6 +57,8 @@ class IJEPA(Method):
         predictor_dim, predictor_depth, predictor_heads: the predictor (heads default: the encoder's).
         num_targets, target_scale, target_aspect, context_scale, context_aspect, min_keep: the masks
             (`masking.block.multiblock_masks`); defaults are the paper's.
+        official_collator: draw the masks as the official collator does (module docstring); False:
+            the paper's description with our choices where it is silent.
         momentum: EMA momentum of the target encoder, linear from the first to the second value over
             training (the paper: 0.996 -> 1.0).
         loss: "smooth_l1" (the official code) or "l2" (the paper's squared distance, averaged).
@@ -59,6 +79,7 @@ class IJEPA(Method):
         context_scale: tuple[float, float] = (0.85, 1.0),
         context_aspect: tuple[float, float] = (1.0, 1.0),
         min_keep: int = 10,
+        official_collator: bool = False,
         momentum: tuple[float, float] = (0.996, 1.0),
         loss: str = "smooth_l1",
     ):
@@ -88,8 +109,13 @@ class IJEPA(Method):
         self.predictor = MaskedTokenPredictor(sincos_2d(self.grid, predictor_dim), encoder.embed_dim, predictor_depth, heads)
         self.mask_kwargs = {"num_targets": num_targets, "target_scale": tuple(target_scale),
                             "target_aspect": tuple(target_aspect), "context_scale": tuple(context_scale),
-                            "context_aspect": tuple(context_aspect), "min_keep": min_keep}
-        multiblock_masks(1, self.grid, **self.mask_kwargs)  # impossible settings fail here, not at step 1
+                            "context_aspect": tuple(context_aspect), "min_keep": min_keep,
+                            "official_collator": official_collator}
+        # impossible settings fail here, not at step 1 (official sizes: every size a draw can give)
+        multiblock_masks(1, self.grid, **self.mask_kwargs)
+        if official_collator:
+            check_official_collator(self.grid, *(self.mask_kwargs[k] for k in (
+                "target_scale", "target_aspect", "context_scale", "context_aspect", "min_keep")))
         self.momentum = tuple(momentum)
         linear_momentum(0.0, *self.momentum)
         self.loss_kind = loss

@@ -22,6 +22,13 @@ which about half have a wrong image (ITM, image-text matching, which also scores
 `image_tokens`, `text_tokens` and `match_logits` are `methods.base.ImageTextMatcher`). The image
 tower and the co-attention are in `models/image_text.py`. The exported `backbone` is the image ViT;
 `embed` gives image, text or joint embeddings.
+
+Deviations from the official code (zhjohnchan/M3AE@14da377; docs/methods.md, M3AE section): random
+init, not CLIP ViT-B/16 and RoBERTa-base (hence the recipes' own lr, one rate for every group: no 5x
+for fusion and heads); a WordPiece or any `tokenizer.json` vocabulary; per-token masking; no
+dropout in the fusion layers (officially 0.1); `decoder_depth` pixel-decoder blocks (the official
+head builds its config's value + 1: give 5 for its 4); the random swap word is never [PAD], [CLS],
+[SEP] or [MASK] (officially any id).
 """
 
 from __future__ import annotations

@@ -17,6 +17,19 @@ upsampling level (0.6 MSE + 0.4 L1 at 2x). Evaluation reads the encoder, average
 
 The decoder is MAE's (`models/mae_decoder.py`, shared with M3AE) over all groups' tokens at once,
 with a fixed position ++ group code like the encoder's, and one linear head per band group.
+
+Deviations from the official code (techmn/satmae_pp@ee173bf; docs/methods.md, SatMAE++ section):
+- Head/band pairing. Each group's head is scored on its own group's bands (the paper's intent). The
+  official code concatenates the heads' outputs in group order (for Sentinel-2: bands 0 1 2 6 | 3 4 5
+  7 | 8 9) and then reads the result as band order, in the MSE and in the multi-scale branch: head 0
+  is scored on bands 0-3, head 1 on 4-7 (the red-edge group's head on B6, B7, B8, B8A), and each
+  band's error counts under the mask of the group the band belongs to. `official_head_order: true`
+  reproduces that pairing; the recipes keep ours. Identical when the groups are in band order.
+- No class token (the official encoder has one, and the decoder an extra slot for it).
+- Every group hides exactly the same number of patches (officially 75% of all G x L tokens jointly,
+  so per-group counts vary; the total is the same).
+- The mask token is exempt from weight decay (officially decayed: a 3-D parameter).
+- Band statistics are computed from the data (`band_stats.json`), not SatMAE's fixed constants.
 """
 
 from __future__ import annotations
@@ -75,6 +88,8 @@ class SatMAEPP(Method):
         upsample_dim: channels of the upsampling blocks (None: 4 C, after the 1x1 conv C -> 4C).
         norm_pix_loss: per-patch normalised MSE targets (the paper: off; the L1 terms stay in pixel units).
         mse_weight, ms_weight: the weights of the two terms (the paper: 0.6, 0.4).
+        official_head_order: pair the heads' outputs with the bands as the official code does (in
+            concatenation order; module docstring) instead of each head with its own group's bands.
     """
 
     def __init__(
@@ -94,6 +109,7 @@ class SatMAEPP(Method):
         norm_pix_loss: bool = False,
         mse_weight: float = 0.6,
         ms_weight: float = 0.4,
+        official_head_order: bool = False,
     ):
         super().__init__()
         if num_scales < 1:
@@ -115,6 +131,7 @@ class SatMAEPP(Method):
         self.num_keep = num_visible(self.num_patches, mask_ratio)  # fails early on a grid too coarse
         self.in_chans, self.num_scales, self.spatial_mask = in_chans, num_scales, spatial_mask
         self.norm_pix_loss, self.mse_weight, self.ms_weight = norm_pix_loss, mse_weight, ms_weight
+        self.official_head_order = official_head_order
 
         groups = encoder.band_groups
         group_dim = decoder_dim // 4 if decoder_group_dim is None else decoder_group_dim
@@ -182,10 +199,12 @@ class SatMAEPP(Method):
         return [head(full[:, i]) for i, head in enumerate(self.heads)]
 
     def to_image(self, preds: list[torch.Tensor]) -> torch.Tensor:
-        """Per-group patch predictions -> the whole predicted image `[B, C, s, s]` in band order."""
+        """Per-group patch predictions -> the whole predicted image `[B, C, s, s]` in band order (with
+        `official_head_order`: the heads' channels concatenated in group order, read as band order)."""
         p = self.backbone.patch_size
         parts = [unpatchify(pred, p, self.grid, len(g)) for pred, g in zip(preds, self.backbone.band_groups)]
-        return torch.cat(parts, dim=1)[:, self.band_order]
+        image = torch.cat(parts, dim=1)
+        return image if self.official_head_order else image[:, self.band_order]
 
     def losses(self, scales: list[torch.Tensor], preds: list[torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss terms from the image pyramid, the per-group predictions and the visibility mask.
@@ -194,12 +213,15 @@ class SatMAEPP(Method):
         pairs; every group hides the same number, so this is the mean of the groups' masked MSEs.
         L1: the upsampled whole prediction against each finer scale, over all pixels.
         """
-        p = self.backbone.patch_size
+        p, groups = self.backbone.patch_size, self.backbone.band_groups
+        image = self.to_image(preds)
+        if self.official_head_order:  # group g's bands are scored on the predicted channels at those indices
+            preds = [patchify(image[:, list(g)], p) for g in groups]
         mse = torch.stack([
             masked_patch_mse(pred, patchify(scales[0][:, list(g)], p), ~keep[:, i], norm_pix=self.norm_pix_loss)
-            for i, (pred, g) in enumerate(zip(preds, self.backbone.band_groups))
+            for i, (pred, g) in enumerate(zip(preds, groups))
         ]).mean()
-        feats = self.upsample_stem(self.to_image(preds))
+        feats = self.upsample_stem(image)
         out = {"mse": mse}
         for k, block in enumerate(self.upsample, start=1):
             feats, image = block(feats)

@@ -8,6 +8,15 @@ Two augmentations of each image go through the backbone f and a projection MLP g
 view to pick its partner among the other 2N-1 views. With several processes, negatives come from the
 global batch: lightly's NT-Xent gathers the projections with a gradient-carrying all_gather and
 offsets the labels by rank. Evaluations use h = f(x), never z = g(h).
+
+Deviations from the official code the recipes cite (google-research/simclr tf2, solo-learn; the
+optimizer, augmentations and schedules are the recipes', docs/recipe_sources.md):
+- both views go through the backbone in one batch, so BatchNorm sees 2B images (as in the TF code;
+  solo-learn runs each view separately, B images per BatchNorm);
+- the small-input stem is timm's ResNet with a 3x3 stride-1 conv, padding 1, no max-pool
+  (solo-learn's torchvision conv1 has padding 2: a 34x34 map on 32 px);
+- the head is lightly's: with `proj_batch_norm` BatchNorm after the hidden layer and on the output
+  (the paper's v1 head), without it Linear-ReLU-Linear (solo-learn's).
 """
 
 from __future__ import annotations

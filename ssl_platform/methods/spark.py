@@ -9,6 +9,14 @@ so it sees only the visible part of the image, like a ViT sees only its visible 
 stage outputs are "densified" (sparse norm, a learnable mask token per scale in the empty cells,
 a projection) and a light UNet decoder rebuilds the pixels, coarse to fine. The loss is MSE on
 per-patch-normalised pixels of the hidden patches only. Evaluation uses the plain dense encoder.
+
+Deviations from the official code (keyu-tian/SparK@a63e386; docs/methods.md, SparK section): the
+encoder is the timm model itself made sparse by hooks (`models/sparse.py`; officially re-implemented
+ResNets and ConvNeXts), so ConvNeXt is timm's; masks come from the checkpointed training RNG, not a
+module global; layers that average over positions (squeeze-excitation, GroupNorm) are refused;
+parameters the stage outputs never reach (ConvNeXt's head norm) are frozen. The recipes add: crops
+with bilinear, not bicubic, interpolation; the warm-up starts at 0, not 0.5% of the peak; bf16
+autocast, not fp32. LAMB's own clipping (`max_grad_norm`, 5 officially) is the optimizer's kwarg.
 """
 
 from __future__ import annotations

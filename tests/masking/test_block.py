@@ -1,6 +1,8 @@
-"""I-JEPA's multi-block masks: block sizes, disjoint context and targets, equal lengths, determinism."""
+"""I-JEPA's multi-block masks: block sizes, disjoint context and targets, equal lengths, determinism, and the
+official collator's sampling against a naive restatement of it."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -9,8 +11,10 @@ from hypothesis import strategies as st
 
 from ssl_platform.masking.block import (
     block_shape,
+    check_official_collator,
     gather_tokens,
     multiblock_masks,
+    official_block_shape,
     place_block,
     sample_block_shape,
 )
@@ -58,12 +62,128 @@ def test_block_sizes_follow_scale_and_aspect_and_are_shared_by_the_batch():
     assert len(shapes) == 1, f"block shapes differ within a batch: {shapes}"
 
 
-def test_context_is_a_square_block_of_the_right_scale_before_targets_are_removed():
+def square_context_block(context, target):
+    """The block a context was cut from: the context plus the target patches inside its bounding box."""
+    rows, cols = {r for r, _ in context}, {c for _, c in context}
+    box = {(r, c) for r in range(min(rows), max(rows) + 1) for c in range(min(cols), max(cols) + 1)}
+    assert context <= box and box - context <= target, "the context is not one block minus the targets"
+    return min(rows), min(cols), max(rows) - min(rows) + 1, max(cols) - min(cols) + 1
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_context_is_a_square_block_of_the_right_scale_before_targets_are_removed(official):
     g = torch.Generator().manual_seed(1)
-    # tiny targets, so the context block is almost intact
-    context, _ = multiblock_masks(64, (10, 10), num_targets=1, target_scale=(0.01, 0.01), generator=g)
-    # 0.85-1.0 of 100 patches, square: 9x9 or 10x10, minus one target patch, cut to the batch minimum
-    assert 80 - 1 <= context.shape[1] <= 100
+    sides, corners = set(), set()
+    for _ in range(64):  # one image per call: no truncation to a batch minimum
+        # one 1-patch target, so the block around the context is unambiguous
+        context, targets = multiblock_masks(1, (10, 10), num_targets=1, target_scale=(0.01, 0.01), min_keep=0,
+                                            official_collator=official, generator=g)
+        top, left, h, w = square_context_block(as_cells(context[0], (10, 10)), as_cells(targets[0, 0], (10, 10)))
+        assert h == w, f"the context block is {h}x{w}, not square"
+        sides.add(h)
+        corners.add((top, left))
+    if official:
+        # 0.85-1.0 of 100 patches gives a side of 9 or 10, cut below the grid side to 9; the exclusive
+        # randint(0, 10 - 9) can only give 0: the top-left block every time
+        assert sides == {9} and corners == {(0, 0)}
+    else:
+        assert sides == {9, 10} and len(corners) > 1  # side round(sqrt(85..100)); uniform positions
+
+
+def official_context_sizes(n: int, grid: tuple[int, int], rng: random.Random, min_keep: int = 10) -> list[int]:
+    """A naive restatement of facebookresearch/ijepa's MaskCollator (src/masks/multiblock.py) with the
+    paper's ViT-H settings: the size of one image's context, `n` times (a fresh batch of one each time)."""
+    gh, gw = grid
+
+    def size(scale, ratio, u):
+        n_keep = int(gh * gw * (scale[0] + u * (scale[1] - scale[0])))
+        r = ratio[0] + u * (ratio[1] - ratio[0])
+        h, w = round(math.sqrt(n_keep * r)), round(math.sqrt(n_keep / r))
+        while h >= gh:
+            h -= 1
+        while w >= gw:
+            w -= 1
+        return h, w
+
+    def place(h, w):
+        top, left = rng.randrange(0, gh - h), rng.randrange(0, gw - w)
+        return {(r, c) for r in range(top, top + h) for c in range(left, left + w)}
+
+    sizes = []
+    for _ in range(n):
+        t_size = size((0.15, 0.2), (0.75, 1.5), rng.random())
+        c_size = size((0.85, 1.0), (1.0, 1.0), rng.random())
+        targets = [place(*t_size) for _ in range(4)]
+        assert all(len(t) > min_keep for t in targets)  # else the official loop never ends
+        dropped, fails = 0, 0
+        while True:
+            context = place(*c_size)
+            for t in targets[:4 - dropped]:
+                context -= t
+            if len(context) > min_keep:
+                break
+            fails += 1
+            if fails == 20:
+                dropped, fails = dropped + 1, 0
+        sizes.append(len(context))
+    return sizes
+
+
+@pytest.mark.parametrize("grid", [(14, 14), (16, 16)])
+def test_official_collator_context_sizes_match_a_naive_reference(grid):
+    n = 2000
+    g = torch.Generator().manual_seed(0)
+    ours = [multiblock_masks(1, grid, official_collator=True, generator=g)[0].shape[1] for _ in range(n)]
+    reference = official_context_sizes(n, grid, random.Random(0))
+    side = grid[0] - 1
+    assert max(ours) < side * side and max(reference) < side * side  # never the whole grid, not even (H-1)^2
+    assert abs(sum(ours) / n - sum(reference) / n) < 2.0  # ~4 standard errors of the difference
+
+    def cdf(xs, v):
+        return sum(x <= v for x in xs) / len(xs)
+
+    # two-sample Kolmogorov-Smirnov distance (critical value at p = 0.001 for 2000 + 2000 draws: 0.062)
+    assert max(abs(cdf(ours, v) - cdf(reference, v)) for v in range(grid[0] * grid[1] + 1)) < 0.062
+
+
+def test_only_the_default_sampler_gives_whole_grid_contexts_on_14x14():
+    g = torch.Generator().manual_seed(0)
+    blocks = [sample_block_shape((14, 14), (0.85, 1.0), (1.0, 1.0), g) for _ in range(2000)]
+    # side 14 once round(sqrt(196 s)) reaches 14, i.e. s >= 0.93: about half of 0.85-1.0
+    assert 0.4 < sum(b == (14, 14) for b in blocks) / len(blocks) < 0.55
+    shapes = {official_block_shape((14, 14), (0.85, 1.0), (1.0, 1.0), u / 1000) for u in range(1000)}
+    assert shapes == {(13, 13)}
+
+
+def test_official_collator_blocks_on_a_16x16_grid():
+    g = torch.Generator().manual_seed(2)
+    context, targets = multiblock_masks(32, (16, 16), official_collator=True, generator=g)
+    top_left = {(r, c) for r in range(15) for c in range(15)}
+    for b in range(32):
+        ctx = as_cells(context[b], (16, 16))
+        union = set().union(*(as_cells(t, (16, 16)) for t in targets[:, b]))
+        for t in targets[:, b]:
+            cells = as_cells(t, (16, 16))
+            rows, cols = {r for r, _ in cells}, {c for _, c in cells}
+            assert cells == {(r, c) for r in rows for c in cols} and len(cells) > 10
+        # the context block is the top-left 15x15 holding every target; truncation keeps the lowest indices
+        assert union <= top_left and not ctx & union
+        full = sorted(r * 16 + c for r, c in top_left - union)
+        assert context[b].tolist() == full[:context.shape[1]]
+
+
+def test_official_collator_refuses_what_would_loop_forever():
+    # on a 7x7 grid the official targets are 2x3, 3x3, 4x2 or 4x3 patches: all but 4x3 stay <= min_keep=10
+    shapes = {official_block_shape((7, 7), (0.15, 0.2), (0.75, 1.5), u / 1000) for u in range(1001)}
+    assert shapes == {(2, 3), (3, 3), (4, 2), (4, 3)}
+    with pytest.raises(ValueError, match="target block of 2x3 patches on a 7x7 grid never exceeds min_keep=10"):
+        check_official_collator((7, 7), (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), (1.0, 1.0), min_keep=10)
+    with pytest.raises(ValueError, match="never exceeds min_keep=10"):  # the draw of this batch
+        multiblock_masks(2, (7, 7), official_collator=True, generator=torch.Generator().manual_seed(0))
+    check_official_collator((7, 7), (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), (1.0, 1.0), min_keep=5)
+    context, _ = multiblock_masks(2, (7, 7), min_keep=4, official_collator=True,
+                                  generator=torch.Generator().manual_seed(0))
+    assert context.shape[1] > 4
 
 
 def test_positions_are_drawn_per_image_and_cover_the_whole_grid():

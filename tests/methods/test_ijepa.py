@@ -130,3 +130,21 @@ def test_bad_inputs_fail_clearly():
         tiny()({"image": torch.randn(2, 1, 28, 28)})
     with pytest.raises(ValueError, match="divisible by its 3 heads"):
         tiny(predictor_heads=3)
+
+
+def test_official_collator_reaches_the_masks_and_refuses_grids_it_would_hang_on():
+    # 8x8 grid: the official targets are 3x3 to 4x3, so min_keep must stay below 9
+    with pytest.raises(ValueError, match="target block of 3x3 patches on a 8x8 grid never exceeds min_keep=10"):
+        tiny(official_collator=True)
+    m = tiny(official_collator=True, min_keep=4)
+    torch.manual_seed(3)
+    out = m({"image": torch.randn(4, 1, 32, 32)})
+    torch.manual_seed(3)  # the same draws the forward pass made
+    ctx, tgt = multiblock_masks(4, m.grid, min_keep=4, official_collator=True)
+    assert out["context_patches"] == ctx.shape[1] and out["target_patches"] == tgt.shape[2]
+    # official placement: nothing on the last row or column of the 8x8 grid
+    assert not any(int(i) // 8 == 7 or int(i) % 8 == 7 for i in torch.cat([ctx.flatten(), tgt.flatten()]))
+    # on 7x7 (28 px, patch 4) the official targets are 2x3, 3x3, 4x2 or 4x3: most never exceed min_keep=10
+    with pytest.raises(ValueError, match="never exceeds min_keep=10"):
+        tiny(official_collator=True, image_size=28)
+    assert tiny(official_collator=True, image_size=28, min_keep=5).mask_kwargs["official_collator"] is True

@@ -1,6 +1,6 @@
 """SatMAE++: exact per-group mask counts drawn independently per group, the shapes of the reference
 CPU check, the loss (masked-patch MSE + L1 of the upsampled whole prediction at every finer scale)
-against naive loops, gradients, the RGB mode, and the debug recipe on the real Landsat-7 tiles
+against naive loops (ours and the official head/band pairing), gradients, the RGB mode, and the debug recipe on the real Landsat-7 tiles
 (lowers the loss, exports a backbone timm rebuilds by name, resumes exactly)."""
 
 import json
@@ -239,3 +239,42 @@ def test_debug_recipe_resumes_exactly(tmp_path, landsat7):
     b = load_file(str(tmp_path / "split" / "backbone.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in rows(tmp_path / "split")] == list(range(1, 7))
+
+
+def test_official_head_order_pairs_concatenated_channels_with_bands_by_index():
+    """The official forward_loss / forward_multiscale, restated naively: the heads' channels are
+    concatenated in group order and channel k is then scored as band k, under the mask of band k's group."""
+    m = tiny(official_head_order=True)
+    x = torch.rand(2, 10, 128, 128)
+    scales = m.pyramid(x)
+    keep = m.sample_keep(2, x.device)
+    preds = [torch.randn(2, 16, len(g) * 64) for g in GROUPS]
+    out = m.losses(scales, preds, keep)
+    # channel k of the concatenation, as an image: head h's output channels in its group's listed order
+    concat = torch.zeros(2, 10, 32, 32)
+    k = 0
+    for pred, group in zip(preds, GROUPS):
+        for c in range(len(group)):
+            for patch in range(16):
+                i, j = divmod(patch, 4)
+                concat[:, k, i * 8:(i + 1) * 8, j * 8:(j + 1) * 8] = pred[:, patch].view(2, 8, 8, len(group))[..., c]
+            k += 1
+    errors = []
+    for g, group in enumerate(GROUPS):
+        for n in range(2):
+            for patch in range(16):
+                if not keep[n, g, patch]:
+                    i, j = divmod(patch, 4)
+                    cell = (slice(i * 8, (i + 1) * 8), slice(j * 8, (j + 1) * 8))
+                    errors.append(torch.stack([((concat[n, b][cell] - scales[0][n, b][cell]) ** 2).mean()
+                                               for b in group]).mean())
+    torch.testing.assert_close(out["mse"], torch.stack(errors).mean())
+    _, up = m.upsample[0](m.upsample_stem(concat))  # the multi-scale branch reads the same image
+    torch.testing.assert_close(out["l1_2x"], (up - scales[1]).abs().mean())
+    # ours pairs each head with its own bands: a different loss whenever a group is out of band order
+    assert not torch.allclose(tiny().losses(scales, preds, keep)["mse"], out["mse"])
+    in_order = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    same = [tiny(official_head_order=flag, backbone_kwargs={"patch_size": 8, "band_groups": in_order, "embed_dim": 64,
+                                                               "group_dim": 16, "depth": 2, "num_heads": 4})
+            for flag in (False, True)]
+    torch.testing.assert_close(same[0].losses(scales, preds, keep)["loss"], same[1].losses(scales, preds, keep)["loss"])

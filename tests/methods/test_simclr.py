@@ -1,15 +1,22 @@
-"""SimCLR: NT-Xent against the paper's loop, closed forms, invariances; the method's forward; registry."""
+"""SimCLR: NT-Xent against the paper's loop, closed forms, invariances; the method's forward; registry; the
+CIFAR recipes' optimizer against solo-learn's LARS step."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
+from lightly.utils.lars import LARS
 
+from ssl_platform import config, pretrain
+from ssl_platform.engine.optim import param_groups
 from ssl_platform.methods import METHODS, Method, SimCLR, Supervised
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {"small_input": True, "in_chans": 1, "backbone_kwargs": {"channels": [8, 16, 32, 64]}}
 
@@ -260,3 +267,73 @@ def test_supervised_refuses_labels_out_of_range(bad):
     with pytest.raises(ValueError, match="num_classes") as info:
         model({"image": torch.randn(3, 1, 16, 16), "label": torch.tensor([0, bad, 1])})
     assert "[0, 5)" in str(info.value)
+
+
+# ---- the CIFAR recipes' optimizer: solo-learn's LARS
+
+
+SOLO_LEARN_RECIPES = [ROOT / "recipes/simclr/resnet18_cifar10_1000ep.yaml", ROOT / "recipes/gsimclr/resnet18_cifar10_200ep.yaml"]
+
+
+def solo_learn_lars_step(params, grads, buffers, *, lr, weight_decay, eta, momentum) -> dict[str, int]:
+    """One step of solo-learn's LARS with `clip_lars_lr` and `exclude_bias_n_norm_lars` on (solo/utils/lars.py,
+    the same semantics as the 2021 `LARSWrapper`), written out naively on plain tensors, in place.
+
+    A 1-D parameter (bias, norm weight) takes a momentum-SGD step on its raw gradient: no decay, no
+    adaptation. Any other one with non-zero weight and gradient norms takes d = (g + wd p) * r with
+    r = min(eta |p| / (|g| + wd |p| + eps) / lr, 1); then buf = d (first step) or momentum buf + d, and
+    p -= lr buf. Returns how often r was clipped to 1 and how often it was not.
+    """
+    seen = {"clipped": 0, "adapted": 0}
+    for i, (p, g) in enumerate(zip(params, grads)):
+        d = g.clone()
+        if p.ndim != 1 and float(p.norm()) != 0 and float(g.norm()) != 0:
+            local = eta * float(p.norm()) / (float(g.norm()) + float(p.norm()) * weight_decay + 1e-8) / lr
+            seen["clipped" if local >= 1 else "adapted"] += 1
+            d = (g + weight_decay * p) * min(local, 1.0)
+        buffers[i] = d.clone() if buffers[i] is None else momentum * buffers[i] + d
+        p -= lr * buffers[i]
+    return seen
+
+
+@pytest.mark.parametrize("path", SOLO_LEARN_RECIPES, ids=lambda p: p.parent.name)
+def test_cifar_recipe_optimizer_steps_like_solo_learn_lars(path):
+    cfg = pretrain.load_recipe(path)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3))
+    groups = param_groups(model)  # the engine's groups: biases and norms in the weight-decay-0 group
+    optimizer = config.instantiate(cfg.optimizer, params=groups)
+    wd, eta, momentum = cfg.optimizer.weight_decay, 0.02, 0.9
+    reference = [p.detach().clone() for p in model.parameters()]
+    buffers, seen = [None] * len(reference), {"clipped": 0, "adapted": 0}
+    g = torch.Generator().manual_seed(1)
+    # lrs from the warm-up's smallest to above the peak: the clipping binds for some, not for others
+    for lr in (0.001, 0.4, 0.05, 2.0, 0.4):
+        grads = [torch.randn(p.shape, generator=g) * 10 ** float(torch.empty(()).uniform_(-2, 1, generator=g))
+                 for p in reference]
+        for p, grad in zip(model.parameters(), grads):
+            p.grad = grad.clone()
+        for group in optimizer.param_groups:  # what the engine's schedule sets before each step
+            group["lr"], group["weight_decay"] = lr, wd * group["wd_scale"]
+        optimizer.step()
+        for key, n in solo_learn_lars_step(reference, grads, buffers, lr=lr, weight_decay=wd, eta=eta,
+                                           momentum=momentum).items():
+            seen[key] += n
+        for p, expected in zip(model.parameters(), reference):
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7)
+    assert seen["clipped"] and seen["adapted"], seen  # both branches of the clipping were compared
+    # the optimizer the recipes had before (lightly's LARS: trust coefficient 0.001, no clipping) is not it
+    torch.manual_seed(0)
+    old = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 3))
+    start = [p.detach().clone() for p in old.parameters()]
+    lightly_lars = LARS(param_groups(old), lr=0.4, momentum=momentum, weight_decay=wd)
+    for p in old.parameters():
+        p.grad = torch.ones_like(p)
+    lightly_lars.step()
+    step = [(start[i] - p.detach()).norm() for i, p in enumerate(old.parameters())]
+    fresh = [p.detach().clone() for p in start]
+    solo_learn_lars_step(fresh, [torch.ones_like(p) for p in start], [None] * len(start), lr=0.4, weight_decay=wd,
+                         eta=eta, momentum=momentum)
+    assert step[0] < 0.2 * (start[0] - fresh[0]).norm()  # the conv weight moved far less

@@ -53,13 +53,30 @@ def test_the_loss_counts_hidden_patches_only(monkeypatch):
     assert model({"image": x})["loss"].item() == pytest.approx(1.0, rel=1e-5)
 
 
-def test_gradients_reach_every_scale_s_mask_token_and_the_loss_ignores_hidden_pixels():
+def test_gradients_reach_every_scale_s_mask_token_which_escapes_weight_decay():
     model = _spark()
     x = torch.randn(4, 3, 64, 64)
     model({"image": x})["loss"].backward()
     assert len(model.mask_tokens) == 4
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in model.mask_tokens)
     assert model.no_weight_decay() == {"mask_tokens.0", "mask_tokens.1", "mask_tokens.2", "mask_tokens.3"}
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "convnext_atto"])
+def test_the_loss_ignores_hidden_pixels_of_the_encoder_input(monkeypatch, backbone):
+    """In training mode (batch statistics, drop path off), the loss depends on a hidden pixel only as a
+    target: its gradient through the encoder's input is exactly 0, and non-zero at visible pixels."""
+    model = _spark(backbone=backbone).train()
+    x = torch.randn(3, 3, 64, 64)
+    grid = model.visible_grid(3, 64, 64, x.device)
+    monkeypatch.setattr(model, "visible_grid", lambda *a: grid)
+    seen = x.clone().requires_grad_(True)  # what the encoder gets; the batch's x stays the target
+    reconstruct = model.reconstruct
+    monkeypatch.setattr(model, "reconstruct", lambda x, g: reconstruct(seen, g))
+    model({"image": x})["loss"].backward()
+    hidden = ~grid.repeat_interleave(32, 2).repeat_interleave(32, 3).expand_as(x)
+    assert torch.count_nonzero(seen.grad[hidden]) == 0
+    assert torch.count_nonzero(seen.grad[~hidden]) > 0.9 * (~hidden).sum()
 
 
 def test_hidden_pixels_do_not_change_the_reconstruction():
