@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from ssl_platform import pretrain
+from ssl_platform import config, pretrain
 from ssl_platform.config import ConfigError
 from ssl_platform.engine.run_dir import recipe_differences
 from ssl_platform.recipe_settings import check_against_paper, effective_settings
@@ -103,3 +104,30 @@ def test_source_and_paper_may_change_on_resume_and_hold_no_components(tmp_path):
     recipe = dict(BASE, source={"paper": "a"}, paper={"method": {"_component_": "os.system"}})
     with pytest.raises(ConfigError, match="paper.method holds a component"):
         pretrain.load_recipe(write(tmp_path, recipe))
+
+
+def build(cfg):
+    """The recipe's method and its optimizer over the engine's parameter groups: on the meta device
+    (no memory, no init cost) where every layer supports it, else on the CPU."""
+    try:
+        with torch.device("meta"):
+            method = config.instantiate(cfg.method, where="method.")
+    except (RuntimeError, NotImplementedError):  # e.g. an init that reads a value (.item()) or copies data
+        method = config.instantiate(cfg.method, where="method.")
+    return method, config.instantiate(cfg.optimizer, where="optimizer.", params=method.param_groups())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=IDS)
+def test_every_recipe_builds_its_method_and_the_optimizer_over_its_parameter_groups(path):
+    """What the values above describe really builds: the method from its kwargs, and the optimizer over
+    the parameter groups the engine gives it (every trainable parameter in exactly one group; EMA
+    targets are frozen)."""
+    cfg = load(path)
+    tokenizer = cfg.method.get("tokenizer")
+    if tokenizer and not Path(tokenizer).exists():
+        pytest.skip(f"needs the tokenizer of the user's data set ({tokenizer}), read when the method is built")
+    method, optimizer = build(cfg)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert len(grouped) == len({id(p) for p in grouped}) and {id(p) for p in grouped} == trainable
