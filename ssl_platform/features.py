@@ -137,7 +137,7 @@ def _graph_on(graph: Any, device: str | torch.device) -> Any:
     """The split's graph on `device`, the dataset's own left where it is: a torch_geometric `Data`
     shallow-copied (its `to` moves tensors in place), any other object with `x` and `edge_index` (a
     user's node split) as just those two."""
-    if isinstance(graph, torch.nn.Module) or not hasattr(graph, "to"):
+    if not hasattr(graph, "to"):
         return types.SimpleNamespace(x=torch.as_tensor(graph.x).to(device),
                                      edge_index=torch.as_tensor(graph.edge_index).to(device))
     return copy.copy(graph).to(device)

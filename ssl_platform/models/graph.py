@@ -86,8 +86,8 @@ class GAT(_GraphEncoder):
     Checkpoints written before `residual` existed come from GATs with residual connections on every
     layer (then hard-coded), and their stored kwargs do not say so. Their state dicts carry
     `convs.<i>.res.weight`; `adopt_checkpoint` gives a GAT built without `residual` those maps, so
-    the weights run as they were trained. `load_state_dict` calls it (`_load_from_state_dict`); a
-    loader that compares keys before loading must call it first.
+    the weights run as they were trained. Every torch load calls it (`_load_from_state_dict`), and
+    `checkpoint.io.load_state_strict` compares keys after the load, so no loader needs to know.
     """
 
     def __init__(self, in_chans: int = 1, hidden: int = 512, heads: int = 4, num_layers: int = 2,
