@@ -108,7 +108,9 @@ class GAT(_GraphEncoder):
 
         for i, conv in enumerate(self.convs):
             weight = state_dict.get(f"{prefix}convs.{i}.res.weight")
-            if weight is not None and conv.res is None:
+            # only a map of the layer's own shape ([hidden, in], as GATConv(residual=True) builds it):
+            # any other is left unexpected, and the load names it instead of a later forward failing
+            if weight is not None and conv.res is None and weight.shape == conv.lin.weight.shape:
                 del conv.res  # registered as a None parameter: a module cannot take its name otherwise
                 conv.res = Linear(weight.shape[1], weight.shape[0], bias=False).to(conv.lin.weight.device)
                 conv.residual = True

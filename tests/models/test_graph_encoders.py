@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
+from ssl_platform.checkpoint.io import CheckpointError, load_state_strict
 from ssl_platform.models.backbones import create_backbone, from_spec, spec
 
 
@@ -112,3 +113,14 @@ def test_gin_with_eps_one_sums_as_the_official_layer_on_a_graph_with_self_loops(
     mlp = ours.convs[0].nn
     assert torch.allclose(ours(g.x, g.edge_index), ours.acts[0](mlp(by_hand)), atol=1e-6)
     assert torch.allclose(ours(g.x, g.edge_index), official(g.x, torch.cat([g.edge_index, loops], 1)), atol=1e-6)
+
+
+def test_a_residual_map_of_another_shape_is_not_adopted_and_the_strict_load_names_it():
+    """A file (someone else's) whose residual map does not fit the layer must fail at load, by key."""
+    old = create_backbone("gat", in_chans=5, hidden=8, heads=2, num_layers=1, residual=True)
+    state = dict(old.state_dict())
+    state["convs.0.res.weight"] = torch.zeros(8, 7)  # in width 7, the layer takes 5
+    new = create_backbone("gat", in_chans=5, hidden=8, heads=2, num_layers=1)
+    with pytest.raises(CheckpointError, match=r"1 unexpected \(e.g. \['convs.0.res.weight'\]\)"):
+        load_state_strict(new, state, "their.safetensors")
+    assert new.convs[0].res is None
