@@ -124,9 +124,15 @@ def _check_optimizer(cfg: DictConfig, prefix: str = "") -> None:
     if cfg.get("before") is not None:
         _check_optimizer(cfg.before, f"{prefix}before.")
     try:
-        config.instantiate(cfg.optimizer, where=f"{prefix}optimizer.", params=[torch.nn.Parameter(torch.zeros(1))])
+        probe_optimizer(cfg.optimizer, where=f"{prefix}optimizer.")
     except config.ConfigError as err:
         raise config.ConfigError(f"{prefix}optimizer: {err}") from None
+
+
+def probe_optimizer(node: Any, where: str = "optimizer.") -> torch.optim.Optimizer:
+    """The recipe's optimizer built over one dummy parameter: its checks run, and its `defaults` hold
+    every setting, the library's own defaults included."""
+    return config.instantiate(node, where=where, params=[torch.nn.Parameter(torch.zeros(1))])
 
 
 def _complete(cfg: DictConfig, where: str, parent_dir: Path, prefix: str = "") -> None:

@@ -23,13 +23,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from ssl_platform import config
 from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.trainer import TrainConfig
-from ssl_platform.pretrain import DataConfig, SourceConfig
+from ssl_platform.pretrain import DataConfig, SourceConfig, probe_optimizer
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -65,7 +64,7 @@ def effective_settings(cfg: DictConfig) -> dict[str, Any]:
         if getattr(data, key) is not None:
             _flatten(f"data.{key}", component_settings(getattr(data, key)), out)
     # the optimizer as the library builds it: its defaults hold what the recipe left unsaid
-    optimizer = config.instantiate(cfg.optimizer, where="optimizer.", params=[torch.nn.Parameter(torch.zeros(1))])
+    optimizer = probe_optimizer(cfg.optimizer)
     _flatten("optimizer", {config.COMPONENT: cfg.optimizer[config.COMPONENT], **optimizer.defaults}, out)
     out["batch.global"] = data.batch_size * source.world_size * train.accum_steps
     out["optimizer.peak_lr"] = scale_lr(float(optimizer.defaults["lr"]), out["batch.global"], train.lr_scaling)
