@@ -53,6 +53,9 @@ class MonitorConfig:
     transform: Any = None
     k: int = config.option(20, ge=1)
     temperature: float = config.option(0.07, gt=0)
+    # extra experiment trackers besides TensorBoard, off by default: a list of tracker names or
+    # {name: ..., options} mappings, read by `engine.logging.RunLogger` from the recipe
+    loggers: Any = None
 
 
 @dataclasses.dataclass

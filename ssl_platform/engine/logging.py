@@ -38,9 +38,11 @@ class RunLogger:
     Args:
         out_dir: the run directory.
         resume_step: step of the checkpoint being resumed (0 for a fresh run); later rows are removed.
+        recipe: the resolved recipe (plain dict) of the run, or None.
     """
 
-    def __init__(self, out_dir: str | Path, resume_step: int = 0):
+    def __init__(self, out_dir: str | Path, resume_step: int = 0, recipe: dict | None = None):
+        self.recipe = recipe
         self.enabled = distributed.is_main()
         self.path = Path(out_dir) / "metrics.jsonl"
         self.tb_dir = Path(out_dir) / "tb"

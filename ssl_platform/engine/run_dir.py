@@ -37,6 +37,7 @@ from ssl_platform.provenance import git_sha
 # samples it trained on before are the same either way)
 RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
                      "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample",
+                     "monitor.loggers",  # where metrics are also sent: not a setting of the run
                      "source.", "paper.")  # where the settings come from: documentation, not settings
 
 

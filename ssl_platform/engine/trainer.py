@@ -216,7 +216,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         print(f"[ssl_platform] lr rule: {cfg.lr_scaling}, recipe lr x global batch {global_batch}/256 -> "
               f"peak lr {max(g['peak_lr'] for g in optimizer.param_groups):.4g}; {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps in all" + (f", resuming at step {step}" if state else ""), flush=True)
-    logger = RunLogger(out_dir, resume_step=step)
+    logger = RunLogger(out_dir, resume_step=step, recipe=recipe)
     start_step = saved_step = step
     last_save = _clock()
 
