@@ -1,7 +1,7 @@
 """torch.hub entry points: the backbones of the ssl_platform model zoo, by name.
 
     torch.hub.load("path/to/ssl_platform", "list_models", source="local")
-    torch.hub.load("path/to/ssl_platform", "backbone", name="simclr_resnet18.fmnist_200ep", source="local")
+    torch.hub.load("path/to/ssl_platform", "backbone", name="simclr_resnet18.fmnist32_2ep", source="local")
 
 Works offline from a checkout. The zoo is the `zoo=` argument, else $SSL_PLATFORM_ZOO, else the
 checkout's `zoo/` directory (see `ssl_platform.zoo.index`); every file is checked against its

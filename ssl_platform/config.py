@@ -1,4 +1,6 @@
-"""Recipes: flat OmegaConf YAML with `_component_` nodes, `key=value` overrides, and validation.
+"""Recipes: flat OmegaConf YAML with `_component_` nodes, overrides, and validation.
+
+The override syntax (`key=value`, `key={...}`, `~key`) is `ssl_platform.overrides`; `load` applies it.
 
 A component node is `{_component_: dotted.path, **literal_kwargs}`. `instantiate` imports the
 callable and calls it with the node's kwargs plus runtime kwargs given in Python (the optimizer's
@@ -35,9 +37,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_platform import trust
+from ssl_platform.overrides import MISSING_VALUE, OverrideError, apply_overrides
 
 COMPONENT = "_component_"
-MISSING_VALUE = "???"
 # the largest magnitude a float setting may have: lr, weight decay, eps... live far below, and squares of
 # values above ~1.8e19 overflow float32 (the same bound tables use for their columns)
 MAX_FLOAT = 1e18
@@ -47,7 +49,8 @@ class ConfigError(ValueError):
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """Read a YAML recipe and apply `key=value` overrides (OmegaConf dotlist syntax).
+    """Read a YAML recipe and apply overrides in order: `key=value`, `key={...}` (replaces a mapping),
+    `~key` (deletes), as `ssl_platform.overrides` defines them.
 
     Overrides may add keys; `validate` then rejects any key that nothing accepts.
     """
@@ -60,18 +63,10 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"cannot parse {path}: {err}") from err
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} must hold a mapping at the top level, not a {type(cfg).__name__}")
-    for item in overrides:
-        if "=" not in item or item.startswith("="):
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
-        key, value = item.split("=", 1)
-        if value.strip() == MISSING_VALUE:
-            # OmegaConf would merge it as "no value" and silently keep the recipe's value
-            raise ConfigError(f"override {key}={MISSING_VALUE} gives no value; write {key}=<a value>")
-        try:  # one at a time, so the message names the override that is wrong
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-        except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as err:
-            message = str(getattr(err, "msg", None) or err).splitlines()[0]
-            raise ConfigError(f"cannot apply override {item!r} (key {key}): {message}") from None
+    try:
+        apply_overrides(cfg, overrides)
+    except OverrideError as err:
+        raise ConfigError(str(err)) from None
     try:
         trust.check_env_reads(OmegaConf.to_container(cfg, resolve=False), str(path))
     except trust.UntrustedError as err:
@@ -294,7 +289,7 @@ def validate_component(node: Any, where: str, runtime: Sequence[str] = ()) -> No
     for key in node:
         if key == COMPONENT:
             continue
-        if OmegaConf.is_missing(node, key) if isinstance(node, DictConfig) else node[key] == "???":
+        if OmegaConf.is_missing(node, key) if isinstance(node, DictConfig) else node[key] == MISSING_VALUE:
             raise ConfigError(f"{where}{key} has no value; set it on the command line: {where}{key}=...")
         if key in runtime:
             raise ConfigError(f"{where}{key} is supplied by the program; remove it from the recipe")

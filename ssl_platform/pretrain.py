@@ -6,14 +6,17 @@ This is the only place that knows a pretraining recipe's sections; `engine/` rec
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_platform import config, distributed
+from ssl_platform import config, distributed, preflight
 from ssl_platform.data.collate import TransformedDataset, count_skipped
+from ssl_platform.data.transforms.device_views import stack_device_inputs, views_from_batch
 from ssl_platform.engine.rng import seed_everything
 from ssl_platform.engine.run_dir import own_run_dir
 from ssl_platform.engine.trainer import TrainConfig, fit
@@ -28,6 +31,12 @@ class DataConfig:
     `on_bad_sample`: `error` stops the run at a sample that cannot be read, naming its file; `skip`
     replaces it by the next good one (same seed, so resumption stays exact) and logs it in
     `<out_dir>/skipped_samples.jsonl`.
+
+    `views_on`: where an image transform makes its views. `workers`: per sample in the loader's workers
+    (PIL, lightly's transforms). `device`: the workers only read uint8 pixels and draw each sample's view
+    parameters; the crops, flips, colour jitter, blur... run per batch on the training device
+    (`data/transforms/device_views.py`; the transform needs a `for_device` half, as `SimCLRViews` and
+    `SupervisedTransform` have). The draws differ between the two, so a run keeps the one it started with.
     """
 
     dataset: Any
@@ -36,6 +45,7 @@ class DataConfig:
     batch_size: int = config.option(256, ge=1)
     num_workers: int = config.option(4, ge=0)
     on_bad_sample: Literal["error", "skip"] = "error"
+    views_on: Literal["workers", "device"] = "workers"
 
 
 @dataclasses.dataclass
@@ -152,6 +162,16 @@ def _complete(cfg: DictConfig, where: str, parent_dir: Path, prefix: str = "") -
         _complete(cfg.before, where, Path(train["out_dir"]), prefix=f"{prefix}before.")
 
 
+def device_halves(transform: Any, collate_fn: Callable | None) -> tuple[Any, Callable, Callable]:
+    """`data.views_on: device`: (the workers' transform, the batch transform on the device, the collate)."""
+    if not hasattr(transform, "for_device"):
+        raise config.ConfigError(
+            f"data.views_on=device: the transform {type(transform).__name__} has no device half (a `for_device` "
+            "method, as SimCLRViews and SupervisedTransform have); set data.views_on=workers")
+    workers, views = transform.for_device()
+    return workers, functools.partial(views_from_batch, views), collate_fn or stack_device_inputs
+
+
 def describe(cfg: DictConfig) -> str:
     """The resolved recipe as YAML (what `--dry-run` prints and the run keeps as config.yaml)."""
     return OmegaConf.to_yaml(cfg, resolve=True)
@@ -181,13 +201,20 @@ def build_monitor(monitor: MonitorConfig, device: str):
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Build every component of a validated recipe and train (its `before:` stage first).
+    """Check a validated recipe before any work (`preflight.check_recipe`: data paths, channels and
+    sizes against the backbone, its `before:` stage too), then build every component and train.
 
     A finished first stage is resumed at its last step, which only exports its backbone again, so
     re-running the same command after an interruption anywhere continues where it stopped.
     """
+    preflight.check_recipe(cfg)
+    return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
+    """`run` without the checks: the `before:` stage first, then this recipe."""
     if cfg.get("before") is not None:
-        first = run(cfg.before)
+        first = _run(cfg.before)
         if distributed.is_main():
             print(f"[ssl_platform] first stage {cfg.before.name} done at step {first['step']}: {first['out_dir']}",
                   flush=True)
@@ -200,10 +227,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with own_run_dir(Path(train.out_dir)):
         seed_everything(train.seed)  # before the method is built: its random init is part of the recipe
         method = config.instantiate(cfg.method, where="method.")
-        dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."),
-                                     config.instantiate(data.transform, where="data.transform."),
-                                     on_bad_sample=data.on_bad_sample, skip_log=skip_log)
+        transform = config.instantiate(data.transform, where="data.transform.")
         collate_fn = config.instantiate(data.collate, where="data.collate.")
+        batch_transform = None
+        if data.views_on == "device":
+            transform, batch_transform, collate_fn = device_halves(transform, collate_fn)
+        dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."), transform,
+                                     on_bad_sample=data.on_bad_sample, skip_log=skip_log)
         result = fit(
             method,
             dataset,
@@ -213,6 +243,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             batch_size=data.batch_size,
             num_workers=data.num_workers,
             collate_fn=collate_fn,
+            batch_transform=batch_transform,
             recipe=config.to_plain(cfg),
             monitor=build_monitor(monitor, str(device)),
             monitor_every_epochs=monitor.knn_every_epochs,

@@ -114,7 +114,8 @@ class TransformedDataset(Dataset):
 
     Indexed by `(index, seed)` (from `ResumableSampler`), it seeds Python's and torch's RNG for the
     transform inside a forked RNG scope: the views depend only on the seed, and the caller's RNG
-    (the training process's, when num_workers=0) is left exactly as it was.
+    (the training process's, when num_workers=0) is left exactly as it was. A transform with a
+    `seeded(sample, seed)` method is called through it instead and draws from its own generator.
 
     A sample whose reading or transform raises is a `BadSampleError` naming the dataset, the index,
     the sample's source (when the dataset has `sample_source(index) -> str`) and the original error.
@@ -232,6 +233,10 @@ class TransformedDataset(Dataset):
               f"{err.cause}{logged}", file=sys.stderr, flush=True)
 
     def _seeded(self, sample: Any, seed: int) -> dict:
+        if hasattr(self.transform, "seeded"):
+            # a transform that draws from its own generator (`seeded(sample, seed)`) leaves the global RNGs
+            # alone: forking and seeding them per sample costs more than the draws themselves
+            return self.transform.seeded(sample, seed)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -1,7 +1,9 @@
-"""Where a training step runs and in what number format: `train.precision` and batches on the device."""
+"""Where a training step runs and in what number format: `train.precision`, and batches moved to the device
+ahead of the step that uses them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -34,3 +36,57 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     if hasattr(batch, "to"):  # e.g. a torch_geometric Batch
         return batch.to(device)
     return batch
+
+
+def prefetch(batches: Iterable[Any], device: torch.device, channels_last: bool = False,
+             transform: Callable[[Any], Any] | None = None) -> Iterator[Any]:
+    """`batches` on `device`, each copied while the step before it runs, then `transform`ed there.
+
+    On CUDA the copy of the next batch (from the loader's pinned memory) runs on a side stream while
+    the current step's kernels run; the step's stream waits for it only when it uses the batch. On the
+    CPU a batch is already where the step runs, so it is only transformed. Channels-last applies to the
+    batch the method sees (after `transform`, which may turn uint8 pixels into float views).
+    """
+    if device.type != "cuda":
+        for batch in batches:
+            yield _finish(to_device(batch, device), device, channels_last, transform)
+        return
+    side = torch.cuda.Stream(device)
+
+    def copy(batch: Any) -> Any:
+        with torch.cuda.stream(side):
+            return to_device(batch, device)
+
+    ahead = None
+    for batch in batches:
+        moved = copy(batch)
+        if ahead is not None:
+            yield _ready(ahead, side, device, channels_last, transform)
+        ahead = moved
+    if ahead is not None:
+        yield _ready(ahead, side, device, channels_last, transform)
+
+
+def _ready(batch: Any, side: torch.cuda.Stream, device: torch.device, channels_last: bool,
+           transform: Callable | None) -> Any:
+    current = torch.cuda.current_stream(device)
+    current.wait_stream(side)
+    _record(batch, current)  # the copy's memory was allocated on the side stream; the step uses it here
+    return _finish(batch, device, channels_last, transform)
+
+
+def _record(batch: Any, stream: torch.cuda.Stream) -> None:
+    if isinstance(batch, torch.Tensor):
+        batch.record_stream(stream)
+    elif isinstance(batch, dict):
+        for value in batch.values():
+            _record(value, stream)
+    elif isinstance(batch, (list, tuple)):
+        for value in batch:
+            _record(value, stream)
+
+
+def _finish(batch: Any, device: torch.device, channels_last: bool, transform: Callable | None) -> Any:
+    if transform is not None:
+        batch = transform(batch)
+    return to_device(batch, device, channels_last) if channels_last else batch

@@ -31,6 +31,10 @@ from ssl_platform.checkpoint.io import (
 from ssl_platform.checkpoint.run_lock import RunLockedError, hold_run_lock
 from ssl_platform.provenance import git_sha
 
+# the resize of the evaluation transforms (data.transforms.EvalTransform: torchvision's Resize default;
+# ResizeBands): exported so a zoo entry's timm pretrained_cfg preprocesses as the evaluation did
+EVAL_INTERPOLATION = "bilinear"
+
 # recipe keys that may change between a run and its resumption: they do not change the result
 # (how often a run saves or logs, or how long a collective may wait, leaves the weights alone)
 # (data.on_bad_sample: after a run stopped at a bad file, resuming it with `skip` is the fix; the
@@ -154,9 +158,14 @@ def save_last(out_dir: Path, state: dict[str, Any], saved_step: int) -> None:
 
 
 def export_once(backbone: nn.Module, out_dir: Path, step: int, epoch: int, recipe: dict | None, *,
-                trained: bool) -> None:
+                trained: bool, steps_per_epoch: int | None = None) -> None:
     """Export `backbone` to `<out_dir>/backbone.safetensors` (rank 0 only), unless no step was
     `trained` by this call and the file already holds the export of `step`.
+
+    The file's metadata records `epoch`: with `steps_per_epoch`, the epochs trained as a fraction
+    (`step / steps_per_epoch`, e.g. 1.5 for a run stopped half-way through its second epoch), else the
+    completed epochs `epoch`; also `step`, `steps_per_epoch`, the recipe's name, the git sha and the
+    evaluation transform's `interpolation` (`EVAL_INTERPOLATION`).
 
     Raises:
         CheckpointError: the write failed; the checkpoint of `step` is intact.
@@ -165,7 +174,14 @@ def export_once(backbone: nn.Module, out_dir: Path, step: int, epoch: int, recip
     # a finished run started again (no step trained here) keeps its export untouched: its sha256
     # identifies it (e.g. to G-SimCLR's pseudo-labels), and its git_sha is the code that trained it
     if trained or not _exported_at(path, step):
-        _export(backbone, path, step, epoch, recipe)
+        _export(backbone, path, step, fractional_epochs(step, steps_per_epoch) if steps_per_epoch else epoch,
+                recipe, steps_per_epoch)
+
+
+def fractional_epochs(step: int, steps_per_epoch: int) -> float:
+    """Epochs trained after `step` steps: whole as an int (2), else rounded to 4 decimals (1.5, 0.2132)."""
+    epochs = round(step / steps_per_epoch, 4)
+    return int(epochs) if epochs == int(epochs) else epochs
 
 
 def _exported_at(path: Path, step: int) -> bool:
@@ -176,10 +192,15 @@ def _exported_at(path: Path, step: int) -> bool:
         return False
 
 
-def _export(backbone: nn.Module, path: Path, step: int, epoch: int, recipe: dict | None) -> None:
+def _export(backbone: nn.Module, path: Path, step: int, epoch: float, recipe: dict | None,
+            steps_per_epoch: int | None) -> None:
+    meta = {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
+            "git_sha": git_sha(),  # the code that trained it, for the zoo card
+            "interpolation": EVAL_INTERPOLATION}
+    if steps_per_epoch:
+        meta["steps_per_epoch"] = steps_per_epoch
     try:
-        export_backbone(backbone, path, {"step": step, "epoch": epoch, "recipe_name": (recipe or {}).get("name"),
-                                         "git_sha": git_sha()})  # the code that trained it, for the zoo card
+        export_backbone(backbone, path, meta)
     except OSError as err:  # write_atomic removed its temp file
         raise CheckpointError(
             f"could not export {path} at step {step}: {err.strerror or err}; the checkpoint of that step is "

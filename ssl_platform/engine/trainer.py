@@ -5,6 +5,10 @@ weight-decay schedules, gradient accumulation and clipping, logging, when to sav
 what it holds for exact resumption. The method owns the math (`forward` returns the loss) and is
 called only through the hooks `methods.base.Method` declares, each with its default there.
 
+The host never waits for the device on a plain step: batches are copied to the device ahead of the
+step that uses them (`devices.prefetch`), the flags every rank acts on are read one micro-step late
+(`step_flags.py`), and losses are summed on the device until a log step reads them.
+
 What a run does to its directory (the lock, config.yaml, last.pt, the backbone export, whether a
 checkpoint may be resumed) is in `run_dir.py`; the stop signals are in `preemption.py`. Every rank
 acts on a stop signal, a non-finite loss (`NonFiniteLossError`) or rank 0's save clock at the same
@@ -33,7 +37,7 @@ from ssl_platform.checkpoint.io import load_state_strict
 from ssl_platform.config import option
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
-from ssl_platform.engine.devices import resolve_precision, to_device
+from ssl_platform.engine.devices import prefetch, resolve_precision
 from ssl_platform.engine.logging import RunLogger, log_step, run_monitor
 from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.preemption import (
@@ -46,6 +50,7 @@ from ssl_platform.engine.preemption import (
 from ssl_platform.engine.rng import rng_state, seed_everything, set_rng_state
 from ssl_platform.engine.run_dir import export_once, load_resume_state, own_run_dir, save_last, start_run_dir
 from ssl_platform.engine.schedules import cosine, warmup_cosine
+from ssl_platform.engine.step_flags import StepFlags
 
 _clock = time.monotonic  # rank 0's clock for train.save_every_minutes (a module attribute: tests replace it)
 
@@ -80,10 +85,6 @@ class TrainConfig:
     collective_timeout_minutes: float | None = option(None, gt=0)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or inf; the last good checkpoint is kept untouched."""
-
-
 def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
                   collate_fn: Callable | None, device: torch.device, out_dir: Path) -> tuple[DataLoader, Any]:
     """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`): the method's
@@ -114,6 +115,7 @@ def fit(
     batch_size: int,
     num_workers: int = 0,
     collate_fn: Callable | None = None,
+    batch_transform: Callable[[dict], dict] | None = None,
     recipe: dict | None = None,
     monitor: Callable[[nn.Module, int], dict[str, float]] | None = None,
     monitor_every_epochs: int = 0,
@@ -129,6 +131,8 @@ def fit(
         cfg: the `train:` section.
         out_dir: the run directory (see DESIGN.md for what it holds).
         batch_size: per process.
+        batch_transform: the loader's batch (on the device) -> the method's batch, run on the device
+            before each step (`data.views_on: device`: the views made from uint8 pixels).
         recipe: the resolved recipe, written to config.yaml and compared on resume.
         monitor: optional `(method, epoch) -> {name: value}` run on every rank (rank 0 logs it) every
             `monitor_every_epochs`.
@@ -149,7 +153,8 @@ def fit(
     with own_run_dir(out_dir), catch_stop_signals() as stop:
         try:
             return _train(method, dataset, make_optimizer, cfg, device=device, out_dir=out_dir, batch_size=batch_size,
-                          num_workers=num_workers, collate_fn=collate_fn, recipe=recipe, monitor=monitor,
+                          num_workers=num_workers, collate_fn=collate_fn, batch_transform=batch_transform,
+                          recipe=recipe, monitor=monitor,
                           monitor_every_epochs=monitor_every_epochs, stop=stop, progress=progress)
         except RuntimeError as err:
             # a collective that failed because some rank never joined it: say which rank, not only
@@ -161,7 +166,8 @@ def fit(
 
 
 def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: TrainConfig, *, device: torch.device,
-           out_dir: Path, batch_size: int, num_workers: int, collate_fn: Callable | None, recipe: dict | None,
+           out_dir: Path, batch_size: int, num_workers: int, collate_fn: Callable | None,
+           batch_transform: Callable | None, recipe: dict | None,
            monitor: Callable | None, monitor_every_epochs: int, stop: StopRequest,
            progress: distributed.ProgressRecords) -> dict[str, Any]:
     """`fit`'s loop, once the run directory is held and the stop signals are caught."""
@@ -220,6 +226,8 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     start_step = saved_step = step
     last_save = _clock()
 
+    flags = StepFlags(out_dir)
+
     def save() -> None:
         rng = distributed.all_gather_object(rng_state())
         if distributed.is_main():
@@ -250,18 +258,17 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
             epoch_iter = iter(loader)
             try:
                 batches = itertools.islice(epoch_iter, steps_per_epoch * cfg.accum_steps - micro_done)
-                for batch in batches:
+                for batch in prefetch(batches, device, cfg.channels_last, batch_transform):
                     micro_done += 1
                     last_micro = micro_done % cfg.accum_steps == 0
                     progress.update(step + 1)
-                    batch = to_device(batch, device, cfg.channels_last)
                     sync = contextlib.nullcontext() if last_micro or world == 1 else model.no_sync()
                     with sync:
                         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                             out = model(batch)
                         loss = out["loss"]
                         save_due = save_s is not None and distributed.is_main() and _clock() - last_save >= save_s
-                        signum, save_due = _agree(loss, stop.signum, save_due, step, epoch, out_dir)
+                        signum, save_due = flags.post(loss, stop.signum, save_due, step, epoch)
                         scaler.scale(loss / cfg.accum_steps).backward()
                     for k, v in out.items():
                         if isinstance(v, torch.Tensor) and v.ndim == 0:
@@ -279,8 +286,11 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
                         bar.set_postfix(loss=f"{last.get('train/loss', float('nan')):.4f}",
                                         samples_s=f"{last['samples_per_s']:.0f}", refresh=False)
                         sums, seen, n_micro, t0 = {}, 0, 0, time.perf_counter()
-                    # the flags of the cycle's last micro-step decide, identical on every rank
+                    # the flags read at the cycle's last micro-step decide, identical on every rank
                     if step % cfg.save_every_steps == 0 or step == stop_at or save_due or signum:
+                        # nothing is saved before this step's own loss is known to be finite
+                        settled_signum, _ = flags.settle()
+                        signum = signum or settled_signum
                         if signum and step < stop_at and distributed.is_main():
                             print(f"[ssl_platform] {signal.Signals(signum).name}: saving a checkpoint at step {step}, "
                                   "then stopping", flush=True)
@@ -299,7 +309,8 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         # completed epochs from the step alone, whether or not this call trained
         epoch = step // steps_per_epoch
         if distributed.is_main():
-            export_once(method.backbone, out_dir, step, epoch, recipe, trained=step > start_step)
+            export_once(method.backbone, out_dir, step, epoch, recipe, trained=step > start_step,
+                        steps_per_epoch=steps_per_epoch)
         distributed.barrier()
     finally:
         bar.close()
@@ -328,32 +339,6 @@ def _optimizer_step(method: nn.Module, optimizer: torch.optim.Optimizer, scaler:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-
-
-def _agree(loss: torch.Tensor, signum: int, save_due: bool, step: int, epoch: int, out_dir: Path) -> tuple[int, bool]:
-    """What every rank must act on together, in the one all-reduce (max) each micro-step makes anyway:
-    [loss not finite on some rank, stop signal some rank received (0: none), rank 0's clock says save].
-
-    Returns:
-        (the agreed signal number or 0, whether a save is due).
-
-    Raises:
-        NonFiniteLossError: the loss is NaN or inf on some rank (every rank raises at the same step).
-    """
-    # ranks acting alone would leave the others waiting in the next collective until it times out
-    full = {"device": loss.device, "dtype": torch.float32}
-    flags = torch.stack([(~torch.isfinite(loss.detach())).float(), torch.full((), float(signum), **full),
-                         torch.full((), float(save_due), **full)])
-    bad, agreed, due = distributed.all_reduce_max(flags).tolist()  # the one host sync per micro-step
-    if bad > 0:
-        last = out_dir / "checkpoints" / "last.pt"
-        kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been written yet"
-        raise NonFiniteLossError(
-            f"the loss is {loss.item()} at step {step + 1} (epoch {epoch}); stopped before the update, "
-            f"{kept}. Lower the optimizer lr, set "
-            "train.clip_grad, or use train.precision=fp32, then run the same command again to resume."
-        )
-    return int(agreed), due > 0
 
 
 def _apply_schedules(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, total: int,

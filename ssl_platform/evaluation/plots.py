@@ -35,11 +35,13 @@ CSV_COLUMNS = (
     "mean",
     "std",
     "n",
+    "seeds",
 )
 
 
 def _points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per setting: the CSV columns plus task and metric; std is nan when n = 1."""
+    """One point per setting: the CSV columns plus task and metric; std is nan when n = 1, seeds are
+    space-separated."""
     groups = group_settings(rows)
     labels = backbone_labels(groups)
     points = []
@@ -55,6 +57,7 @@ def _points(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean": statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else math.nan,  # ddof=1, as the tables
                 "n": len(values),
+                "seeds": " ".join(str(s) for s in sorted(r["seed"] for r in members)),  # which n
             }
         )
     return points

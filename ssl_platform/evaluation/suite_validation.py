@@ -6,6 +6,13 @@ The checks, in order: the keys of every section against its dataclass (`suite_sc
 `config.validate`), the tasks' keys and components, `random_backbone`'s timm kwargs, interpolations,
 then the values: ranges, names of protocols, presets, noise kinds, losses and optimizers, and what
 each task kind can run (`protocols.KIND_PROTOCOLS`).
+
+Two more checks run before a suite does, each listing every problem it finds: `check_suite_data`
+(the tasks' data paths on disk, by the rule of `data/root.py`; before any backbone is loaded) and
+`check_backbone_fit` (each task's transforms against a loaded backbone: channels, a ViT's patch and
+fixed size, a CNN's strides, and the mean / std a zoo backbone records). The second reads the
+transforms by running them on synthetic samples (`probe_transform`), so it checks what they make,
+defaults included, not what their kwargs are called.
 """
 
 from __future__ import annotations
@@ -16,10 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from torch import nn
 
 from ssl_platform import config
 from ssl_platform.config import ConfigError
+from ssl_platform.data.prepare import NAMES as PREPARED
+from ssl_platform.data.root import data_problems
 from ssl_platform.evaluation import knn as knn_lib
 from ssl_platform.evaluation import noise as noise_lib
 from ssl_platform.evaluation import svm as svm_lib
@@ -30,7 +42,8 @@ from ssl_platform.evaluation.protocols import KIND_PROTOCOLS, KINDS, PROTOCOLS
 from ssl_platform.evaluation.robust import ROBUST
 from ssl_platform.evaluation.robust_losses import LOSSES
 from ssl_platform.evaluation.suite_schema import OWN_KEYS, SECTIONS, Suite, TaskConfig
-from ssl_platform.models.backbones import check_timm_kwargs
+from ssl_platform.models.backbones import check_timm_kwargs, spec
+from ssl_platform.models.input_fit import fit_problems, input_facts, meta_copy, stride_problem
 
 
 def _check_tasks(tasks: Any) -> None:
@@ -184,3 +197,135 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     for name, task in tasks.items():
         cfg.tasks[name] = dataclasses.asdict(task)
     return cfg
+
+
+# ---- before a suite runs: data on disk, and each task's images against the backbone
+
+TASK_DATA = ("train", "val", "test", "transform", "train_transform")
+# the zoo's `load_backbone` sets `pretrained_cfg` from the entry (zoo/index.py `pretrained_cfg`); any other
+# pretrained_cfg is timm's default for the architecture (ImageNet weights we never load), not a record
+ZOO_RECORD = "ssl_platform zoo"
+
+
+def _raise(problems: list[str], what: str) -> None:
+    if problems:
+        raise ConfigError(f"{what} ({len(problems)} problem{'s' if len(problems) > 1 else ''} found before any "
+                          "work):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_suite_data(cfg: DictConfig) -> None:
+    """Every data path of every task (dataset roots, manifests, tokenizer files...) exists, by the rule of
+    `data/root.py`. Raises ConfigError listing the missing ones."""
+    nodes = {f"tasks.{name}.{key}": config.to_plain(task.get(key)) for name, task in cfg.tasks.items()
+             for key in TASK_DATA}
+    _raise(data_problems(nodes, prepared=PREPARED), f"suite {cfg.get('name')} cannot run")
+
+
+@dataclasses.dataclass
+class ImageProbe:
+    """What a transform makes of synthetic samples: channels, size (None: it keeps the input's) and the
+    per-channel mean / std it normalises with (None: not measurable, e.g. tensors in, tensors out)."""
+
+    channels: int
+    size: tuple[int, int] | None
+    mean: list[float] | None
+    std: list[float] | None
+
+
+def _image_of(out: Any) -> torch.Tensor | None:
+    """The `[C, H, W]` image in a transform's output (a tensor, a dict's `image`, a list's first view)."""
+    if isinstance(out, dict):
+        out = out.get("image")
+    elif isinstance(out, (list, tuple)) and out:
+        out = out[0]
+    return out if isinstance(out, torch.Tensor) and out.ndim == 3 else None
+
+
+SAMPLES = {  # (H, W, grey value 0..255, channels) -> a sample of each kind an image transform may read
+    "PIL image": lambda h, w, v, c: Image.new("RGB", (w, h), (v, v, v)),
+    "image-text pair": lambda h, w, v, c: {"image": Image.new("RGB", (w, h), (v, v, v)), "text": "probe"},
+    "tensor": lambda h, w, v, c: torch.full((c, h, w), v / 255.0),
+}
+
+
+def _outputs(transform: Any, make: Any, in_chans: int) -> list[torch.Tensor | None] | None:
+    """The images `transform` makes of black and white samples at two sizes, or None if it refuses them."""
+    try:
+        return [_image_of(transform(make(h, w, v, in_chans))) for h, w in ((40, 48), (53, 37)) for v in (0, 255)]
+    except Exception:  # noqa: BLE001 - a probe: a transform that refuses this kind of sample reads another
+        return None
+
+
+def probe_transform(transform: Any, in_chans: int) -> ImageProbe | None:
+    """Run `transform` on black and white samples of two sizes; None when it makes no image of any kind
+    in `SAMPLES` (graphs, tables). A normalising transform maps black to -mean/std and white to
+    (1 - mean)/std, which gives both back."""
+    for make in SAMPLES.values():
+        outs = _outputs(transform, make, in_chans)
+        if outs is None or any(o is None for o in outs):
+            continue
+        size = tuple(outs[0].shape[-2:]) if outs[0].shape == outs[2].shape else None
+        if make is SAMPLES["tensor"]:
+            return ImageProbe(outs[0].shape[0], size, None, None)
+        black, white = outs[0].float().mean((1, 2)), outs[1].float().mean((1, 2))
+        std = 1.0 / (white - black)
+        return ImageProbe(outs[0].shape[0], size, (-black * std).tolist(), std.tolist())
+    return None
+
+
+def _recorded(backbone: nn.Module) -> tuple[list[float], list[float]] | None:
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    if str(cfg.get("description", "")).startswith(ZOO_RECORD) and cfg.get("mean") and cfg.get("std"):
+        return [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
+    return None
+
+
+def _shown(size: tuple[int, int] | None) -> str:
+    return "?" if size is None else str(size[0]) if size[0] == size[1] else f"[{size[0]}, {size[1]}]"
+
+
+def _close(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-3 for x, y in zip(a, b))
+
+
+def backbone_fit_problems(cfg: DictConfig, backbone: nn.Module, backbone_name: str) -> list[str]:
+    """What `check_backbone_fit` raises, as a list."""
+    facts = input_facts(backbone)
+    model = f"backbone {backbone_name} ({spec(backbone).get('name', type(backbone).__name__)}, in_chans={facts.in_chans})"
+    meta = meta_copy(backbone) if facts.patch is None else None
+    recorded, problems = _recorded(backbone), []
+    for name, task in cfg.tasks.items():
+        for key in ("transform", "train_transform"):
+            node, where = task.get(key), f"tasks.{name}.{key}"
+            if not config.is_component(node):
+                continue
+            try:
+                transform = config.instantiate(node, where=f"{where}.")
+            except (ConfigError, OSError):  # check_suite_data names missing files; load_task fails the same way
+                continue
+            probe = probe_transform(transform, facts.in_chans or 3)
+            if probe is None:
+                continue
+            fixes = {"channels": f"set {where}.channels={facts.in_chans}, or evaluate a backbone pretrained on "
+                                 f"{probe.channels}-channel images",
+                     "patch": f"set {where}.size to such a side", "fixed_size": f"set {where}.size={_shown(facts.fixed_size)}",
+                     "strides": f"use larger images ({where}.size)"}
+            found = fit_problems(facts, probe.channels, probe.size, where, model)
+            problems += [f"{text}; {fixes[kind]}" for kind, text in found]
+            if not found and meta is not None and probe.size is not None and facts.in_chans:
+                too_small = stride_problem(meta, facts.in_chans, probe.size, where, model)
+                problems += [f"{too_small}; {fixes['strides']}"] if too_small else []
+            if key == "transform" and recorded and probe.mean is not None and not (
+                    _close(probe.mean, recorded[0]) and _close(probe.std, recorded[1])):
+                mean, std = ([round(v, 4) for v in values] for values in (probe.mean, probe.std))
+                problems.append(f"{where} normalises with mean={mean}, std={std}, but {model} was pretrained with "
+                                f"mean={recorded[0]}, std={recorded[1]} (its zoo entry); set {where}.mean and "
+                                f"{where}.std to those")
+    return problems
+
+
+def check_backbone_fit(cfg: DictConfig, backbone: nn.Module, backbone_name: str) -> None:
+    """Each task's transforms against `backbone` (see the module docstring); call it once the backbone
+    is loaded, before `run_suite`. Raises ConfigError listing every problem."""
+    _raise(backbone_fit_problems(cfg, backbone, backbone_name),
+           f"suite {cfg.get('name')} cannot evaluate backbone {backbone_name}")

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_platform.data.root import find_data_path, resolve_data_path
 from ssl_platform.losses.reconstruction import masked_patch_mse, patchify
 from ssl_platform.masking.random import num_visible, random_keep_mask
 from ssl_platform.methods.base import Method
@@ -88,9 +89,9 @@ class M3AE(Method):
     (`data.datasets.pairs.ImageTextTransform` makes all three).
 
     Args:
-        tokenizer: path of the tokenizer (`tokenizers` JSON file or Hugging Face directory); its
-            vocabulary sizes the text model and its special tokens drive the masking. A copy goes into
-            the checkpoint (the `tokenizer_json` buffer), so a run keeps the tokenizer it was trained with.
+        tokenizer: path of the tokenizer (`tokenizers` JSON file or Hugging Face directory; found by
+            `data/root.py`'s rule); its vocabulary sizes the text model and its special tokens drive the
+            masking. It goes into the checkpoint (buffer `tokenizer_json`): a run keeps its tokenizer.
         tokenizer_corpus: when `tokenizer` does not exist yet: train a WordPiece tokenizer on these
             texts and save it there (template captions, debug runs).
         tokenizer_vocab: vocabulary size of that WordPiece training.
@@ -203,12 +204,11 @@ class M3AE(Method):
 
     @staticmethod
     def _tokenizer(path: str, corpus: list[str] | None, vocab: int):
-        try:
-            return load_tokenizer(path)
-        except FileNotFoundError:
-            if not corpus:
-                raise
-        return train_wordpiece(corpus, path, vocab_size=vocab)
+        if find_data_path(path) is None and corpus:  # nowhere by data/root.py's rule: trained where it says
+            return train_wordpiece(corpus, path, vocab_size=vocab)
+        return load_tokenizer(resolve_data_path(path, remedy="run `python -m ssl_platform data prepare NAME` for a "
+                                                "prepared set's, train one with ssl_platform.models.text.train_wordpiece"
+                                                "(texts, path), or give method.tokenizer_corpus"))
 
     def tokenizer(self):
         """The `tokenizers.Tokenizer` this model was built (or trained) with."""

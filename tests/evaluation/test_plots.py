@@ -67,12 +67,12 @@ def sweep(
 
 
 def naive(rows, **where):
-    """mean, sample std (ddof=1) and n of `value`, and the mean realised rate, by explicit loops."""
+    """mean, sample std (ddof=1) and n of `value`, the mean realised rate and the seeds, by explicit loops."""
     chosen = [r for r in rows if all(r[k] == v for k, v in where.items())]
     n = len(chosen)
     mean = sum(r["value"] for r in chosen) / n
     std = math.sqrt(sum((r["value"] - mean) ** 2 for r in chosen) / (n - 1)) if n > 1 else math.nan
-    return mean, std, n, sum(r["noise_rate_realised"] for r in chosen) / n
+    return mean, std, n, sum(r["noise_rate_realised"] for r in chosen) / n, sorted(r["seed"] for r in chosen)
 
 
 def read_csv(png):
@@ -89,7 +89,7 @@ def check_csv_against_rows(png, rows, backbones=None, task="digits", metric="top
     """
     lines = read_csv(png)
     for line in lines:
-        mean, std, n, realised = naive(
+        mean, std, n, realised, seeds = naive(
             rows,
             task=task,
             metric=metric,
@@ -103,6 +103,7 @@ def check_csv_against_rows(png, rows, backbones=None, task="digits", metric="top
         assert float(line["mean"]) == pytest.approx(mean, rel=1e-12)
         assert float(line["std"]) == pytest.approx(std, rel=1e-12, nan_ok=True)
         assert int(line["n"]) == n and float(line["noise_rate_realised_mean"]) == pytest.approx(realised)
+        assert [int(s) for s in line["seeds"].split()] == seeds
     return lines
 
 

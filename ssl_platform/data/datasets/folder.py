@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ssl_platform.data.datasets.base import balanced_subset
+from ssl_platform.data.root import resolve_root
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MODES = {1: "L", 3: "RGB"}
@@ -94,7 +95,7 @@ class ImageFolder:
     ):
         if channels not in MODES:
             raise ValueError(f"ImageFolder: channels must be one of {list(MODES)}, got {channels}")
-        self.root = Path(root).expanduser()
+        self.root = resolve_root(root)  # relative: under the data root, then the working directory (data/root.py)
         self.channels = channels
         paths, labels, self.classes = scan_folder(self.root, tuple(e.lower() for e in extensions))
         keep = balanced_subset(np.asarray(labels), limit, seed)

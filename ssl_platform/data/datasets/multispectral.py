@@ -44,7 +44,7 @@ from ssl_platform.data.datasets.tile_targets import (
     scene_elevation,
     tile_target,
 )
-from ssl_platform.data.root import data_root, resolve_root
+from ssl_platform.data.root import data_root, find_data_path, resolve_root
 
 # recipes, eval suites and zoo entries name the transforms by this module's path
 # (ssl_platform.data.datasets.multispectral.MultispectralAugment): they stay importable from here
@@ -240,7 +240,7 @@ class FmowSentinel:
     DROPPED = (0, 9, 10)
 
     def __init__(self, csv: str | Path, stats_samples: int = 2000):
-        self.csv = Path(csv).expanduser()
+        self.csv = find_data_path(csv) or Path(csv).expanduser()  # the rule of data/root.py
         if not self.csv.is_file():
             raise FileNotFoundError(f"{self.csv} does not exist; download fMoW-Sentinel (SatMAE's README) and point "
                                     "csv at its train.csv / val.csv")

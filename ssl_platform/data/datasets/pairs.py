@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from ssl_platform.data.datasets.base import balanced_subset, check_split, to_pil
 from ssl_platform.data.datasets.digits import Digits
 from ssl_platform.data.datasets.idx import FashionMNIST
-from ssl_platform.data.root import resolve_root
+from ssl_platform.data.root import find_data_path, resolve_root
 
 # recipes, eval suites and zoo entries name the transform by this module's path
 # (ssl_platform.data.datasets.pairs.ImageTextTransform): it stays importable from here
@@ -152,6 +152,7 @@ class ImageTextPairs(_Pairs):
 
     def __init__(self, manifest: str | Path, split: str | None = None, image_root: str | Path | None = None,
                  limit: int | None = None, seed: int = 0):
+        manifest = find_data_path(manifest) or Path(manifest).expanduser()  # the rule of data/root.py
         lines = manifest_lines(manifest)
         rows = [r for _, r in lines]
         labels = sorted({str(r["label"]) for r in rows if r.get("label") not in (None, "")})
@@ -161,7 +162,7 @@ class ImageTextPairs(_Pairs):
             rows = [r for _, r in lines]
             if not rows:
                 raise ValueError(f"{manifest} has no rows with split {split!r}; its splits are {splits}")
-        root = Path(image_root) if image_root is not None else Path(manifest).parent
+        root = resolve_root(image_root) if image_root is not None else Path(manifest).parent
         self.manifest = Path(manifest)
         self.lines = [n for n, _ in lines]  # each pair's line in the manifest
         self.paths = [root / r["image"] for r in rows]

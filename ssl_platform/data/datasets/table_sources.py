@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ssl_platform.data.root import resolve_root
+from ssl_platform.data.root import find_data_path, resolve_root
 
 PARQUET = (".parquet", ".pq")
 
@@ -168,7 +168,7 @@ def load_table_source(source: str, path: str | Path | None,
         return frame, layout, source
     if source in LAYOUTS:
         layout = LAYOUTS[source]
-        file = Path(path).expanduser() if path is not None else resolve_root(root) / layout.file
+        file = (find_data_path(path) or Path(path).expanduser()) if path is not None else resolve_root(root) / layout.file
         if not file.is_file():
             raise FileNotFoundError(
                 f"Table({source!r}): {file} does not exist and nothing is downloaded here. Get {layout.get}; "

@@ -22,7 +22,8 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 from torchvision.transforms import v2 as T
 
-MODES = {1: "L", 3: "RGB"}
+from ssl_platform.data.transforms.device_views import MODES, DeviceViewInputs, DeviceViews
+
 # one-channel default: maps [0, 1] to [-1, 1]; dataset statistics can be passed instead
 GRAY_NORMALIZE = {"mean": (0.5,), "std": (0.5,)}
 
@@ -105,6 +106,8 @@ class SimCLRViews:
         hflip_prob: probability of a horizontal flip.
         mean: per-channel mean (None: ImageNet's for 3 channels, 0.5 for 1).
         std: per-channel std (None: ImageNet's for 3 channels, 0.5 for 1).
+        load_size: with `data.views_on: device`, the side of the square the workers store each image at
+            (None: the images' own size, which must be one size for the whole set).
 
     Returns (from `__call__`):
         {"views": [Tensor [channels, size, size] float32] * n_views}
@@ -123,6 +126,7 @@ class SimCLRViews:
         hflip_prob: float = 0.5,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        load_size: int | None = None,
     ):
         mean, std = normalize_stats(channels, mean, std)
         if n_views < 1:
@@ -144,7 +148,17 @@ class SimCLRViews:
         # lightly applies one view transform per view; we reuse it for any n_views
         steps = lightly_views.transforms[0].transform.transforms
         self.view = T.Compose(_torch_rng_only(list(steps)))
-        self.channels, self.n_views = channels, n_views
+        self.channels, self.n_views, self.load_size = channels, n_views, load_size
+        # the same views made per batch on the training device (`data.views_on: device`)
+        self.device_views = DeviceViews(
+            size, channels, n_views=n_views, min_scale=min_scale, hflip_prob=hflip_prob, cj_prob=cj_prob,
+            brightness=0.8 * cj_strength, contrast=0.8 * cj_strength, saturation=0.8 * cj_strength if color else 0.0,
+            hue=0.2 * cj_strength if color else 0.0, gray_prob=gray_prob if color else 0.0, blur_prob=blur_prob,
+            blur_sigmas=(0.1, 2.0), mean=mean, std=std)
+
+    def for_device(self) -> tuple[DeviceViewInputs, DeviceViews]:
+        """(the workers' half, the device's half) of these views, for `data.views_on: device`."""
+        return DeviceViewInputs(self.device_views, self.channels, self.load_size), self.device_views
 
     def __call__(self, image: Image.Image) -> dict[str, list[Tensor]]:
         image = _to_mode(image, self.channels)
@@ -199,6 +213,8 @@ class SupervisedTransform:
         hflip_prob: probability of a horizontal flip.
         mean: per-channel mean (None: ImageNet's for 3 channels, 0.5 for 1).
         std: per-channel std (None: ImageNet's for 3 channels, 0.5 for 1).
+        load_size: with `data.views_on: device`, the side of the square the workers store each image at
+            (None: the images' own size, which must be one size for the whole set).
 
     Returns (from `__call__`):
         {"image": Tensor [channels, size, size] float32}
@@ -212,9 +228,12 @@ class SupervisedTransform:
         hflip_prob: float = 0.5,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        load_size: int | None = None,
     ):
         mean, std = normalize_stats(channels, mean, std)
-        self.channels = channels
+        self.channels, self.load_size = channels, load_size
+        self.device_views = DeviceViews(size, channels, n_views=1, min_scale=min_scale, hflip_prob=hflip_prob,
+                                        mean=mean, std=std, key="image")
         self.transform = T.Compose(
             [
                 T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
@@ -225,6 +244,10 @@ class SupervisedTransform:
 
     def __call__(self, image: Image.Image) -> dict[str, Tensor]:
         return {"image": self.transform(_to_mode(image, self.channels))}
+
+    def for_device(self) -> tuple[DeviceViewInputs, DeviceViews]:
+        """(the workers' half, the device's half) of this crop and flip, for `data.views_on: device`."""
+        return DeviceViewInputs(self.device_views, self.channels, self.load_size), self.device_views
 
     def __repr__(self) -> str:
         return f"SupervisedTransform({self.transform})"

@@ -12,6 +12,7 @@ from typing import Any
 
 import torchvision.transforms as T
 
+from ssl_platform.data.root import resolve_data_path
 from ssl_platform.models.text import encode, load_tokenizer, special_ids
 
 
@@ -23,7 +24,8 @@ class ImageTextTransform:
     `{"image"}` comes out: the eval transform of image-only protocols (category probes, kNN).
 
     Args:
-        tokenizer: path of a `tokenizers` JSON file or of a Hugging Face tokenizer directory; None: images only.
+        tokenizer: path of a `tokenizers` JSON file or of a Hugging Face tokenizer directory (relative: under
+            the data root, then the working directory, `data/root.py`); None: images only.
         size: image side in pixels.
         max_length: tokens per text, [CLS] and [SEP] included.
         channels: 1 or 3.
@@ -34,7 +36,7 @@ class ImageTextTransform:
     def __init__(self, tokenizer: str | None, size: int, max_length: int = 16, channels: int = 3,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  min_scale: float | None = None):
-        self.tokenizer = load_tokenizer(tokenizer) if tokenizer is not None else None
+        self.tokenizer = load_tokenizer(resolve_data_path(tokenizer)) if tokenizer is not None else None
         if self.tokenizer is not None:
             special_ids(self.tokenizer)  # a tokenizer without [MASK] / [PAD] fails here, not inside a worker
         self.max_length = max_length
