@@ -199,14 +199,17 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from ssl_platform.zoo import card as zoo_card
+    # index and listing import no torch, so list (and verify, pull, export) answer without it; the card
+    # (timm) and publishing (methods, evaluation) are imported only by the actions that use them
     from ssl_platform.zoo import index as zoo
-    from ssl_platform.zoo import publishing as zoo_publish
+    from ssl_platform.zoo import listing as zoo_listing
 
     where = zoo.resolve_zoo(args.zoo)
     if args.action == "list":
-        print(zoo_card.format_list(zoo.read_index(where), where), end="")
+        print(zoo_listing.format_list(zoo.read_index(where), where), end="")
     elif args.action == "show":
+        from ssl_platform.zoo import card as zoo_card
+
         print(zoo_card.format_show(zoo.get_entry(args.name, where), where), end="")
     elif args.action == "verify":
         checks = zoo.verify(args.names or None, where)
@@ -221,9 +224,13 @@ def _zoo(args: argparse.Namespace) -> int:
         out = zoo.export_timm(args.name, args.out_dir, where)
         print(f"[ssl_platform] timm.create_model('local-dir:{out}', pretrained=True) loads {args.name}")
     elif args.action == "docs":
+        from ssl_platform.zoo import card as zoo_card
+
         out = args.out or (zoo.REPO_ROOT / "docs" / "zoo.md" if (zoo.REPO_ROOT / "docs").is_dir() else "zoo.md")
         print(f"[ssl_platform] wrote {zoo_card.write_docs(where, out)}")
     elif args.action == "publish":
+        from ssl_platform.zoo import publishing as zoo_publish
+
         entry = zoo_publish.publish(args.run_dir, args.name, where, license=args.license, force=args.force,
                                     url=args.url, eval_dirs=args.eval or None)
         print(f"[ssl_platform] published {entry.name}: {where}/{entry.file} (sha256 {entry.sha256}), "
@@ -312,7 +319,7 @@ def _quiet_third_party_warnings() -> None:
 # errors about the user's input (besides ConfigError, ValueError, FileNotFoundError, FileExistsError),
 # named by where they are defined: matched on the error's classes, so that a command failing before it
 # imported torch does not import it to recognise the error (tests/test_cli.py checks the names)
-USER_ERRORS = ("ssl_platform.checkpoint.io.CheckpointError", "ssl_platform.data.download.DataSourceError",
+USER_ERRORS = ("ssl_platform.checkpoint.errors.CheckpointError", "ssl_platform.data.download.DataSourceError",
                "ssl_platform.engine.trainer.NonFiniteLossError", "ssl_platform.distributed.CollectiveTimeoutError")
 RUN_INTERRUPTED = "ssl_platform.engine.preemption.RunInterrupted"
 

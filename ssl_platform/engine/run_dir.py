@@ -93,9 +93,14 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# keys added to the recipe after runs were written, with the value that does what those runs did: a
+# checkpoint without the key resumes under a recipe that has this value
+ADDED_SINCE = {"data.views_on": "workers"}
+
+
 def recipe_differences(saved: dict, current: dict) -> list[str]:
     """`key: saved -> current` for every recipe key that differs, except those resumption may change."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = {**ADDED_SINCE, **_flatten(saved)}, {**ADDED_SINCE, **_flatten(current)}
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 

@@ -12,7 +12,8 @@ from ssl_platform.checkpoint.io import load_checkpoint
 from ssl_platform.data.collate import TransformedDataset
 from ssl_platform.engine.run_dir import recipe_differences
 from ssl_platform.engine.schedules import warmup_cosine
-from ssl_platform.engine.trainer import NonFiniteLossError, TrainConfig, fit, seed_everything
+from ssl_platform.engine.step_flags import NonFiniteLossError
+from ssl_platform.engine.trainer import TrainConfig, fit, seed_everything
 from ssl_platform.methods.base import Method
 
 
@@ -123,6 +124,13 @@ def test_resume_refuses_changed_recipe_naming_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"train.epochs: 2 -> 3"):
         run(tmp_path / "r", recipe={"name": "toy", "train": {"epochs": 3, "max_steps": None}})
     assert recipe_differences({"train": {"max_steps": 1, "lr": 1}}, {"train": {"max_steps": 9, "lr": 1}}) == []
+
+
+def test_a_key_added_since_a_run_was_written_resumes_only_at_the_value_that_run_had():
+    old = {"data": {"batch_size": 8}}  # written before data.views_on existed: views were made in the workers
+    assert recipe_differences(old, {"data": {"batch_size": 8, "views_on": "workers"}}) == []
+    assert recipe_differences(old, {"data": {"batch_size": 8, "views_on": "device"}}) == [
+        "data.views_on: 'workers' -> 'device'"]
 
 
 def test_resume_never_refuses_existing_run(tmp_path):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from ssl_platform import config, pretrain
 from ssl_platform.cli import main
 from ssl_platform.config import ConfigError
-from ssl_platform.engine.trainer import NonFiniteLossError
+from ssl_platform.engine.step_flags import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "recipes" / "simclr" / "debug.yaml"
