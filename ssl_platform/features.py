@@ -11,6 +11,10 @@ loop can call this. Under torchrun each rank embeds every world-th sample and th
 gathered, so every rank ends up with the same full tensors. Features are float32 on the CPU whatever
 the model's dtype, so downstream math is the same for bf16 models; targets keep their type (int64
 class ids, float32 regression targets or 0/1 multi-label vectors).
+
+A progress bar (tqdm, on stderr, rank 0) counts the samples embedded when stderr is a terminal;
+`progress=False` turns it off (a log file never gets one). `show_progress` is that rule, for the
+evaluation's other bars too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import sys
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,12 +30,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from ssl_platform import distributed
 from ssl_platform.data.collate import TransformedDataset, collate
 from ssl_platform.models.embedding import embed_batch
 
 NOT_INPUTS = ("label", "index")  # batch keys TransformedDataset adds; they stay on the CPU
+
+
+def show_progress(progress: bool = True) -> bool:
+    """Whether to draw a progress bar: asked for, on rank 0, and stderr is a terminal (bars in a log
+    file are noise)."""
+    return progress and distributed.is_main() and sys.stderr.isatty()
 
 
 @contextlib.contextmanager
@@ -59,6 +71,7 @@ def embed_dataset(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     caller: str = "embed_dataset",
+    progress: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """`embed` of every sample of `dataset`, in dataset order.
 
@@ -71,7 +84,8 @@ def embed_dataset(
         batch_size: samples per forward pass.
         num_workers: DataLoader worker processes.
         device: where the model runs.
-        caller: the name error messages give.
+        caller: the name error messages and the progress bar give.
+        progress: False: no bar (there is none anyway where stderr is not a terminal).
 
     Returns:
         feats: [N, D] float32 on the CPU.
@@ -91,12 +105,15 @@ def embed_dataset(
         pin_memory=torch.device(device).type == "cuda",
     )
     feats, labels, indices = [], [], []
-    with inference(model):
+    bar = tqdm(total=len(mine), desc=caller, unit="sample", leave=False, dynamic_ncols=True,
+               disable=not show_progress(progress))  # this rank's share: rank 0's is a world-th of the work
+    with inference(model), bar:
         for batch in loader:
             inputs = {k: v if k in NOT_INPUTS else _to(v, device) for k, v in batch.items()}
             feats.append(embed(inputs).float().cpu())  # [B, D]
             labels.append(_targets(batch["label"]))
             indices.append(batch["index"])
+            bar.update(len(batch["index"]))
     return _gather_in_order(torch.cat(feats), torch.cat(labels), torch.cat(indices), len(dataset))
 
 

@@ -19,6 +19,7 @@ from ssl_platform.data.collate import TransformedDataset, count_skipped
 from ssl_platform.data.transforms.device_views import stack_device_inputs, views_from_batch
 from ssl_platform.engine.rng import seed_everything
 from ssl_platform.engine.run_dir import own_run_dir
+from ssl_platform.engine.trackers import check_installed, parse_loggers
 from ssl_platform.engine.trainer import TrainConfig, fit
 from ssl_platform.evaluation.knn import knn_accuracy
 from ssl_platform.features import embed_dataset
@@ -116,6 +117,8 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> DictConfig:
         _complete(cfg, str(path), Path("runs"))
     config.resolve_all(cfg, f"recipe {path}")
     _check_optimizer(cfg)
+    # monitor.loggers: names and options, and that the libraries are installed (a --dry-run says so too)
+    check_installed(parse_loggers(cfg.monitor.loggers))
     return cfg
 
 

@@ -11,10 +11,19 @@ declares (M3AE implements it): image tokens, text tokens and a score for pairs o
 
 Ties count against the query (a partner tied with another candidate ranks behind it), so a
 constant score gives chance, never a perfect recall.
+
+Scoring every pair is quadratic: N pairs need N x N runs of the fusion (382 pairs: 145,924), so
+before it starts `retrieval_metrics` says what it will cost (stderr, rank 0): the pairs and passes
+from the sizes, then the time of the first pass extrapolated to the rest. Bars count the pairs
+encoded and scored where stderr is a terminal (`features.show_progress`); `progress=False` turns
+off the bars and the estimate.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +31,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from ssl_platform import distributed
 from ssl_platform.checkpoint.io import load_run_method
 from ssl_platform.data.collate import TransformedDataset, collate
-from ssl_platform.features import inference
+from ssl_platform.features import inference, show_progress
 from ssl_platform.methods.base import ImageTextMatcher
 
 KS = (1, 5, 10)
@@ -67,31 +78,50 @@ def pair_scores(
     text_tokens: Tensor,
     text_mask: Tensor,
     block: int = 64,
+    progress: bool = False,
 ) -> Tensor:
-    """The `[N_images, N_texts]` matrix of `score` over every image-text combination.
+    """The `[N_images, N_texts]` matrix of `score` over every image-text combination, on the CPU.
 
     Args:
         score: `(image [P, Ni, D], text [P, L, Dt], text_mask [P, L]) -> [P]` for P pairs (e.g.
-            `M3AE.match_logits`), called on blocks of `block` images x all texts.
+            `M3AE.match_logits`), called on blocks of `block` images x all texts: one pass each.
         image_tokens: `[N_images, Ni, D]` cached image encoder outputs.
         text_tokens: `[N_texts, L, Dt]` cached text encoder outputs.
         text_mask: `[N_texts, L]` bool, True at real tokens.
         block: images per call (memory: `block * N_texts` pairs at once).
+        progress: print the time of the first pass extrapolated to all of them, and draw a bar.
     """
     n_img, n_txt = image_tokens.shape[0], text_tokens.shape[0]
+    passes = math.ceil(n_img / block)
     rows = []
-    for start in range(0, n_img, block):
-        imgs = image_tokens[start:start + block]  # [b, Ni, D]
-        b = imgs.shape[0]
-        pairs_img = imgs.repeat_interleave(n_txt, dim=0)  # [b * N_texts, Ni, D]: image-major order
-        pairs_txt = text_tokens.repeat(b, 1, 1)
-        pairs_mask = text_mask.repeat(b, 1)
-        rows.append(score(pairs_img, pairs_txt, pairs_mask).float().view(b, n_txt))
+    with tqdm(total=n_img * n_txt, desc="retrieval: score", unit="pair", unit_scale=True, leave=False,
+              dynamic_ncols=True, disable=not show_progress(progress)) as bar:
+        for start in range(0, n_img, block):
+            began = time.perf_counter()
+            imgs = image_tokens[start:start + block]  # [b, Ni, D]
+            b = imgs.shape[0]
+            pairs_img = imgs.repeat_interleave(n_txt, dim=0)  # [b * N_texts, Ni, D]: image-major order
+            pairs_txt = text_tokens.repeat(b, 1, 1)
+            pairs_mask = text_mask.repeat(b, 1)
+            # to the CPU block by block: a few floats each, and the pass is timed once it is really done
+            rows.append(score(pairs_img, pairs_txt, pairs_mask).float().view(b, n_txt).cpu())
+            bar.update(b * n_txt)
+            if start == 0 and passes > 1 and progress:
+                took = time.perf_counter() - began
+                _note(f"the first pass took {took:.1f}s: about {tqdm.format_interval(took * (passes - 1))} "
+                      f"for the other {passes - 1} (estimated from the timed first pass, warm-up included)")
     return torch.cat(rows)
 
 
+def _note(message: str) -> None:
+    """A line on stderr from rank 0, drawn above any progress bars."""
+    if distributed.is_main():
+        tqdm.write(f"[retrieval] {message}", file=sys.stderr)
+        sys.stderr.flush()
+
+
 def encode_pairs(method: ImageTextMatcher, dataset: Dataset, transform: Callable[[Any], dict], batch_size: int = 128,
-                 device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 device: str | torch.device = "cpu", progress: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Every pair of `dataset` through the method's image and text encoders, in dataset order.
 
     Returns:
@@ -99,30 +129,40 @@ def encode_pairs(method: ImageTextMatcher, dataset: Dataset, transform: Callable
     """
     loader = DataLoader(TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False, collate_fn=collate)
     images, texts, masks, labels = [], [], [], []
-    for batch in loader:
-        ids, mask = batch["text_ids"].to(device), batch["text_mask"].to(device).bool()
-        images.append(method.image_tokens(batch["image"].to(device)))
-        texts.append(method.text_tokens(ids, mask))
-        masks.append(mask)
-        labels.append(batch["label"])
+    with tqdm(total=len(dataset), desc="retrieval: encode", unit="pair", leave=False, dynamic_ncols=True,
+              disable=not show_progress(progress)) as bar:
+        for batch in loader:
+            ids, mask = batch["text_ids"].to(device), batch["text_mask"].to(device).bool()
+            images.append(method.image_tokens(batch["image"].to(device)))
+            texts.append(method.text_tokens(ids, mask))
+            masks.append(mask)
+            labels.append(batch["label"])
+            bar.update(len(batch["label"]))
     return torch.cat(images), torch.cat(texts), torch.cat(masks), torch.cat(labels)
 
 
 def retrieval_metrics(method: nn.Module, dataset: Dataset, transform: Callable[[Any], dict], ks: Sequence[int] = KS,
-                      batch_size: int = 128, block: int = 32, device: str | torch.device = "cpu") -> dict[str, float]:
+                      batch_size: int = 128, block: int = 32, device: str | torch.device = "cpu",
+                      progress: bool = True) -> dict[str, float]:
     """R@K both ways over the pairs of `dataset`, ranked by `method.match_logits` (e.g. M3AE's ITM head).
 
     The method (an `nn.Module` implementing `ImageTextMatcher`) runs in eval mode under
-    `torch.inference_mode()`; its train/eval flags are restored.
+    `torch.inference_mode()`; its train/eval flags are restored. With `progress`, the cost is printed
+    first (stderr, rank 0) and bars drawn where stderr is a terminal.
     """
     if not isinstance(method, ImageTextMatcher):
         raise TypeError(f"retrieval ranks image-text pairs with a method's matching score (image_tokens, text_tokens, "
                         f"match_logits); {type(method).__name__} has none: give the run of an image-text method "
                         "such as M3AE")
+    if progress:
+        n = len(dataset)
+        _note(f"{n} pairs: every image scored against every text, {n * n:,} runs of the matching head in "
+              f"{math.ceil(n / block)} passes of {min(block, n)} images x {n} texts (estimated from the sizes; "
+              "the time follows the first pass)")
     with inference(method):
-        image, text, mask, _ = encode_pairs(method, dataset, transform, batch_size, device)
-        scores = pair_scores(method.match_logits, image, text, mask, block)
-    return recall_at_k(scores.cpu(), ks)
+        image, text, mask, _ = encode_pairs(method, dataset, transform, batch_size, device, progress)
+        scores = pair_scores(method.match_logits, image, text, mask, block, progress)
+    return recall_at_k(scores, ks)
 
 
 def method_from_spec(spec: str, seed: int = 0) -> tuple[nn.Module, str]:

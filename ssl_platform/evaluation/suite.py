@@ -61,11 +61,17 @@ module is the runner: it walks the tasks and settings, calls the protocols a tas
 the results. Only these modules read a suite; the protocols' own modules take plain values. Under
 torchrun every rank computes every protocol (fine-tuning trains with DDP; cached-feature protocols
 are cheap and deterministic), and rank 0 writes the files.
+
+Progress (stderr, rank 0): the settings of the whole run counted from the suite before it starts,
+then "setting k/N" with an ETA from the settings done so far (the time of every setting so far,
+feature extraction included, averaged): a bar where stderr is a terminal, else a line per setting.
+Feature extraction and retrieval draw their own bars beneath it. `progress=False` turns it off.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,6 +80,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from tqdm import tqdm
 
 from ssl_platform import config, distributed
 from ssl_platform.checkpoint.io import write_atomic
@@ -82,10 +89,11 @@ from ssl_platform.engine.run_dir import own_run_dir
 from ssl_platform.evaluation.output import write_comparison, write_report
 from ssl_platform.evaluation.protocols import PROTOCOLS, Context
 from ssl_platform.evaluation.report import append_rows, compare, make_row
-from ssl_platform.evaluation.settings import task_settings
+from ssl_platform.evaluation.settings import NOISY_KINDS, noise_settings, task_settings
 from ssl_platform.evaluation.suite_schema import Suite, TaskConfig
-from ssl_platform.evaluation.suite_validation import load_suite
+from ssl_platform.evaluation.suite_validation import check_backbone_fit, check_suite_data, load_suite
 from ssl_platform.evaluation.tasks import load_task
+from ssl_platform.features import show_progress
 
 RESULTS_FILE = "results.jsonl"
 # a backbone= value -> (module, name, sha256 of its file or "" for a random init); `zoo.backbones.resolve_backbone`
@@ -94,7 +102,41 @@ ResolveBackbone = Callable[[str, DictConfig], tuple[nn.Module, str, str]]
 
 def _log(message: str) -> None:
     if distributed.is_main():
-        print(f"[eval] {message}", flush=True)
+        tqdm.write(f"[eval] {message}", file=sys.stdout)  # above the progress bar, if one is drawn
+        sys.stdout.flush()
+
+
+def count_settings(task: TaskConfig, suite: Suite) -> int:
+    """How many settings `settings.task_settings` walks for a task, from the suite alone (before any data)."""
+    if task.kind == "retrieval":
+        return len(suite.eval.seeds)
+    noises = len(noise_settings(suite.noise)) if task.kind in NOISY_KINDS and task.noise else 1
+    return len(suite.eval.label_fractions) * len(suite.eval.seeds) * noises
+
+
+class SuiteProgress:
+    """Settings done of a whole suite run, with an ETA from the average time of those done so far, on
+    stderr (rank 0): a bar where stderr is a terminal, else (a log file) one line per setting."""
+
+    def __init__(self, total: int, name: str = "", progress: bool = True):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.what = f"eval {name}".strip()
+        self.lines = progress and distributed.is_main() and not show_progress(progress)
+        self.bar = tqdm(total=total, desc=self.what, dynamic_ncols=True, disable=not show_progress(progress),
+                        smoothing=0,  # the average over every setting so far, not the latest ones
+                        bar_format="{desc}: setting {n_fmt}/{total_fmt} |{bar}| {elapsed} elapsed, ETA {remaining}")
+
+    def update(self, what: str) -> None:
+        self.done += 1
+        self.bar.update(1)
+        if self.lines:
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            print(f"[{self.what}] setting {self.done}/{self.total} done ({what}); {tqdm.format_interval(elapsed)} "
+                  f"elapsed, ETA {tqdm.format_interval(eta)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_task(
@@ -107,8 +149,10 @@ def run_task(
     out_dir: Path,
     backbone_sha256: str = "",
     method_spec: str | None = None,
+    progress: SuiteProgress | None = None,
 ) -> list[dict[str, Any]]:
-    """Extract one task's features once, then run every label fraction x seed x noise x protocol."""
+    """Extract one task's features once, then run every label fraction x seed x noise x protocol
+    (each setting done counted by `progress`)."""
     start = time.perf_counter()
     data = load_task(name, task, suite, backbone, device)
     if data.train is not None:
@@ -130,6 +174,8 @@ def run_task(
         ]
         _log(f"{name}: fraction {setting.fraction:g}, seed {setting.seed}, noise {setting.noise_kind} "
              f"{setting.noise_rate:g} done ({time.perf_counter() - start:.0f}s)")
+        if progress is not None:
+            progress.update(f"{name} {setting.name}")
     return rows
 
 
@@ -142,6 +188,7 @@ def run_suite(
     overwrite: bool = False,
     backbone_sha256: str = "",
     method_spec: str | None = None,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run a suite loaded by `load_suite` on one backbone; write results.jsonl, summary.md, plots, suite.yaml.
 
@@ -156,6 +203,7 @@ def run_suite(
         backbone_sha256: the backbone file's sha256 ("" for a random init), written into every row.
         method_spec: the `backbone=` value it came from (`RUN_DIR`, `random:RUN_DIR`): retrieval tasks
             rebuild the whole method from it.
+        progress: False: no progress line (setting k/N, ETA) on stderr.
 
     Returns:
         The rows written to results.jsonl.
@@ -178,13 +226,18 @@ def run_suite(
             write_atomic(out_dir / "suite.yaml", OmegaConf.to_yaml(suite_cfg, resolve=True).encode())
         distributed.barrier()
         suite = Suite.from_config(suite_cfg)
+        tasks = {str(name): config.section(task, TaskConfig) for name, task in suite_cfg.tasks.items()}
+        bar = SuiteProgress(sum(count_settings(task, suite) for task in tasks.values()), backbone_name, progress)
         rows = []
-        for name, task in suite_cfg.tasks.items():
-            task_rows = run_task(str(name), config.section(task, TaskConfig), suite, backbone, backbone_name, device,
-                                 out_dir, backbone_sha256, method_spec)
-            if distributed.is_main():
-                append_rows(results, task_rows)
-            rows += task_rows
+        try:
+            for name, task in tasks.items():
+                task_rows = run_task(name, task, suite, backbone, backbone_name, device, out_dir, backbone_sha256,
+                                     method_spec, bar)
+                if distributed.is_main():
+                    append_rows(results, task_rows)
+                rows += task_rows
+        finally:
+            bar.close()
         if distributed.is_main():
             write_report(out_dir, rows)
         distributed.barrier()
@@ -199,6 +252,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     device: str | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> str:
     """Run a suite on each backbone and compare them: what `sslp eval SUITE backbone=A,B,...` does.
 
@@ -210,6 +264,7 @@ def evaluate(
             With several backbones, `runs/eval/<suite>-compare/` gets compare.md and the plots of all.
         device: default: the process's device under torchrun, else cuda:0 or cpu.
         overwrite: replace earlier results instead of refusing.
+        progress: False: no progress line on stderr (see `run_suite`).
 
     Returns:
         The markdown table with one column per backbone (`report.compare`); "" on ranks other than 0.
@@ -217,14 +272,18 @@ def evaluate(
     if out_dir and len(backbones) > 1:
         raise ConfigError("out_dir= takes one backbone; with several, each writes to runs/eval/<suite>-<backbone>")
     suite = load_suite(suite_path, overrides)
+    check_suite_data(suite)  # every data path, before any backbone is loaded
     own = distributed.init_from_env()  # under torchrun: every rank extracts a share of the features
     device = torch.device(device) if device is not None else own
     stem, rows = Path(suite_path).stem, []
-    for spec in backbones:
-        backbone, name, sha256 = resolve_backbone(spec, suite)
+    # every backbone is loaded and checked against the tasks' transforms before the first one runs
+    resolved = [resolve_backbone(spec, suite) for spec in backbones]
+    for backbone, name, _ in resolved:
+        check_backbone_fit(suite, backbone, name)
+    for spec, (backbone, name, sha256) in zip(backbones, resolved):
         target = Path(out_dir or Path("runs") / "eval" / f"{stem}-{name}")
         rows += run_suite(suite, backbone.to(device), name, target, device=str(device), overwrite=overwrite,
-                          backbone_sha256=sha256, method_spec=spec)
+                          backbone_sha256=sha256, method_spec=spec, progress=progress)
         if distributed.is_main():
             print(f"[ssl_platform] {name}: results in {target}", flush=True)
     if not distributed.is_main():

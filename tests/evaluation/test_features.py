@@ -1,12 +1,17 @@
-"""extract_features: order, values against a hand-batched forward, eval mode, mode restore, errors."""
+"""extract_features: order, values against a hand-batched forward, eval mode, mode restore, errors;
+the progress bar of the embedding loop (terminal only)."""
 
 from __future__ import annotations
+
+import io
+import sys
 
 import numpy as np
 import pytest
 import timm
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ssl_platform.data.datasets import ArrayImages
 from ssl_platform.data.transforms import EvalTransform
@@ -219,3 +224,25 @@ def test_node_split_embeds_the_whole_graph_and_leaves_the_datasets_graph_alone()
     assert all(graph[k] is v for k, v in before.items())  # the same tensors, not moved or replaced
     with pytest.raises(TypeError, match=r"needs a node split with .graph"):
         extract_node_features(gat, random_images())
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal: what a progress bar is drawn on."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream, progress, drawn", [(Terminal, True, True), (Terminal, False, False),
+                                                     (io.StringIO, True, False)])
+def test_a_bar_counts_the_samples_on_a_terminal_only_and_never_with_progress_false(monkeypatch, stream, progress,
+                                                                                   drawn):
+    from ssl_platform.features import embed_dataset
+
+    monkeypatch.setattr(sys, "stderr", stream())
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
+    data, transform = random_images(), EvalTransform(8, channels=1)
+    feats, _ = embed_dataset(TinyBackbone(), data, transform, batch_size=10, progress=progress, caller="extract")
+    out = sys.stderr.getvalue()
+    assert feats.shape == (37, 6)
+    assert ("extract" in out and "0/37" in out) == drawn and (out == "") == (not drawn)

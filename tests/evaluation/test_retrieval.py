@@ -1,5 +1,7 @@
-"""Retrieval R@K: against a naive loop, ties, the pair-score matrix, and M3AE's matching head end to end."""
+"""Retrieval R@K: against a naive loop, ties, the pair-score matrix, and M3AE's matching head end to end;
+the cost printed before scoring."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,24 +103,25 @@ def test_m3ae_matching_head_scores_every_pair(tmp_path):
     assert isinstance(model, ImageTextMatcher)
 
 
+class MeanDot(torch.nn.Module):
+    """Scores a pair by the dot product of the mean image pixel rows and the mean (masked) text ids."""
+
+    def image_tokens(self, image):
+        return image.mean(1)[:, :, :4]  # [B, H, 4]
+
+    def text_tokens(self, ids, text_mask):
+        return (ids * text_mask).float()[..., None].expand(-1, -1, 4)  # [B, L, 4]
+
+    def match_logits(self, image, text, text_mask):
+        return (image.mean(1) * text.mean(1)).sum(-1)
+
+
 def test_retrieval_asks_a_method_only_for_the_matching_protocol(tmp_path):
     """Any module with image_tokens, text_tokens and match_logits is ranked; one without is refused, by name."""
     from ssl_platform.data.datasets.pairs import DigitCaptions, ImageTextTransform
     from ssl_platform.evaluation.retrieval import retrieval_metrics
     from ssl_platform.methods.simclr import SimCLR
     from ssl_platform.models.text import train_wordpiece
-
-    class MeanDot(torch.nn.Module):
-        """Scores a pair by the dot product of the mean image pixel rows and the mean (masked) text ids."""
-
-        def image_tokens(self, image):
-            return image.mean(1)[:, :, :4]  # [B, H, 4]
-
-        def text_tokens(self, ids, text_mask):
-            return (ids * text_mask).float()[..., None].expand(-1, -1, 4)  # [B, L, 4]
-
-        def match_logits(self, image, text, text_mask):
-            return (image.mean(1) * text.mean(1)).sum(-1)
 
     pairs = DigitCaptions("test", limit=6)
     tok = tmp_path / "tok.json"
@@ -128,6 +131,30 @@ def test_retrieval_asks_a_method_only_for_the_matching_protocol(tmp_path):
     assert set(out) >= {"i2t_r1", "t2i_r1", "rsum"}
     with pytest.raises(TypeError, match="SimCLR has none.*M3AE"):
         retrieval_metrics(SimCLR("resnet18"), pairs, transform)
+
+
+def test_the_cost_is_printed_from_the_sizes_then_from_the_timed_first_pass(tmp_path, capsys):
+    from ssl_platform.data.datasets.pairs import DigitCaptions, ImageTextTransform
+    from ssl_platform.evaluation.retrieval import retrieval_metrics
+    from ssl_platform.models.text import train_wordpiece
+
+    pairs = DigitCaptions("test", limit=12)
+    train_wordpiece(pairs.texts, tmp_path / "tok.json", vocab_size=200)
+    transform = ImageTextTransform(str(tmp_path / "tok.json"), size=8, max_length=6)
+    quiet = retrieval_metrics(MeanDot(), pairs, transform, block=5, progress=False)
+    assert capsys.readouterr().err == ""
+    assert retrieval_metrics(MeanDot(), pairs, transform, block=5) == quiet
+    sizes, first = capsys.readouterr().err.splitlines()  # stderr is no terminal here: no bars
+    assert sizes == ("[retrieval] 12 pairs: every image scored against every text, 144 runs of the matching head "
+                     "in 3 passes of 5 images x 12 texts (estimated from the sizes; the time follows the first pass)")
+    assert re.fullmatch(r"\[retrieval\] the first pass took \d+\.\ds: about \d\d:\d\d for the other 2 "
+                        r"\(estimated from the timed first pass, warm-up included\)", first)
+
+
+def test_one_pass_has_no_time_estimate(capsys):
+    scores = pair_scores(lambda i, t, m: i.sum((1, 2)) + t.sum((1, 2)), torch.ones(3, 1, 2), torch.ones(3, 1, 2),
+                         torch.ones(3, 1, dtype=torch.bool), block=4, progress=True)
+    assert scores.shape == (3, 3) and capsys.readouterr().err == ""
 
 
 # ---- the retrieval task kind of the harness, on a tiny M3AE run (the debug recipe, a few steps)

@@ -1,10 +1,12 @@
 """Suites: schema validation with messages that name the key, every protocol end to end on digits,
-label noise on the training labels only, other task kinds (regression, multi-label, graph nodes)."""
+label noise on the training labels only, other task kinds (regression, multi-label, graph nodes),
+the progress of a run (settings counted before it starts)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -466,3 +468,70 @@ def test_node_level_graph_task_through_an_extractor(tmp_path, user_module):
 class IdentityGNN(nn.Module):
     def forward(self, x, edge_index):
         return x
+
+
+# ---- progress: the settings of the whole run counted from the suite, a line per setting with an ETA
+
+
+@pytest.mark.parametrize("kind, noise, kinds", [
+    ("classification", True, ["symmetric", "asymmetric"]), ("classification", False, ["symmetric"]),
+    ("multilabel", True, ["multilabel_mixed"]), ("regression", True, []), ("retrieval", True, ["symmetric"]),
+])
+def test_settings_are_counted_from_the_suite_as_task_settings_walks_them(kind, noise, kinds):
+    from types import SimpleNamespace
+
+    from ssl_platform.evaluation.settings import task_settings
+    from ssl_platform.evaluation.suite import count_settings
+    from ssl_platform.evaluation.suite_schema import EvalConfig, NoiseConfig
+    from ssl_platform.evaluation.tasks import TaskData
+
+    ev, noise_cfg = EvalConfig(label_fractions=[0.5, 1.0], seeds=[0, 1, 2]), NoiseConfig(kinds=kinds, rates=[0.2, 0.4])
+    labels = {"classification": torch.arange(10).repeat(4), "regression": torch.linspace(0, 1, 40),
+              "multilabel": (torch.arange(40)[:, None] % torch.tensor([2, 3, 5]) == 0).float(),
+              "retrieval": torch.zeros(40)}[kind]
+    data = TaskData(name="t", kind=kind, train_set=None, test_set=None, transform=None, train_transform=None,
+                    train=(torch.randn(40, 4), labels), test=None, val=None, num_classes=10, pixels=None)
+    walked = len(list(task_settings(data, ev, noise_cfg, noise)))
+    assert count_settings(SimpleNamespace(kind=kind, noise=noise), SimpleNamespace(eval=ev, noise=noise_cfg)) == walked
+    assert walked == {"classification": 6 * (5 if noise else 1), "multilabel": 6 * 3, "regression": 6,
+                      "retrieval": 3}[kind]
+
+
+@pytest.mark.slow
+def test_a_suite_run_reports_setting_k_of_n_with_an_eta_on_stderr(tmp_path, capsys):
+    cfg = load_suite(DIGITS, ["eval.seeds=[0,1]", "eval.protocols=[knn]", "eval.label_fractions=[1.0]",
+                              "noise.kinds=[symmetric]", "noise.rates=[0.2,0.4]", "knn.presets=[k20_t0.07]"])
+    rows = run_suite(cfg, PixelBackbone(), "pixels", tmp_path / "a")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[eval pixels]")]
+    settings = sorted({(r["seed"], r["noise_kind"], r["noise_rate"]) for r in rows})
+    assert len(settings) == len(lines) == 6  # stderr is no terminal under pytest: a line per setting, no bar
+    names = [f"digits f1-{kind}{rate:g}-s{seed}" for seed in (0, 1) for kind, rate in
+             (("none", 0), ("symmetric", 0.2), ("symmetric", 0.4))]
+    for k, (line, name) in enumerate(zip(lines, names), 1):
+        assert re.fullmatch(rf"\[eval pixels\] setting {k}/6 done \({name}\); \d\d:\d\d elapsed, ETA \d\d:\d\d", line)
+    run_suite(cfg, PixelBackbone(), "pixels", tmp_path / "b", progress=False)
+    assert "setting" not in capsys.readouterr().err
+
+
+def test_on_a_terminal_the_progress_is_one_bar_not_lines(monkeypatch):
+    import io
+    import sys
+
+    from tqdm import tqdm
+
+    from ssl_platform.evaluation.suite import SuiteProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
+    for stream, progress, want in ((Terminal, True, "eval pixels: setting 2/3 |"), (Terminal, False, ""),
+                                   (io.StringIO, False, "")):
+        monkeypatch.setattr(sys, "stderr", stream())
+        bar = SuiteProgress(3, "pixels", progress=progress)
+        bar.update("digits f1-none0-s0")
+        bar.update("digits f1-none0-s1")
+        bar.close()
+        out = sys.stderr.getvalue()
+        assert (want in out if want else out == "") and "[eval" not in out
