@@ -20,7 +20,6 @@ Timings are wall clock; on CUDA the step is synchronised before its clock stops 
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
 import tempfile
@@ -80,14 +79,13 @@ def _optimizer(cfg: DictConfig, method: torch.nn.Module, batch_size: int) -> tor
     return optimizer
 
 
-def engine_rate(cfg: DictConfig, steps: int, warmup: int) -> float:
-    """Samples/s of the real engine (median of its per-step `samples_per_s` after `warmup`)."""
+def engine_rate(recipe: str, overrides: list[str], steps: int, warmup: int) -> float:
+    """Samples/s of the real engine (median of its per-step `samples_per_s` after `warmup`), the recipe
+    run in a temporary directory (loaded with that directory, so paths that follow it do too)."""
     with tempfile.TemporaryDirectory() as tmp:
-        run_cfg = copy.deepcopy(cfg)
-        run_cfg.train.out_dir, run_cfg.train.max_steps, run_cfg.train.resume = f"{tmp}/run", steps, "never"
-        run_cfg.train.log_every_steps, run_cfg.train.save_every_steps = 1, steps
-        run_cfg.monitor.knn_every_epochs = 0
-        pretrain.run(run_cfg)
+        pretrain.run(pretrain.load_recipe(recipe, [
+            *overrides, f"train.out_dir={tmp}/run", f"train.max_steps={steps}", "train.resume=never",
+            "train.log_every_steps=1", f"train.save_every_steps={steps}", "monitor.knn_every_epochs=0"]))
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r][warmup:]
     if not rates:
@@ -192,7 +190,7 @@ def bench(recipe: str, overrides: list[str] = (), steps: int = 20, warmup: int =
                               f"cpu x{torch.get_num_threads()} threads",
                               "batch_size": batch, "num_workers": workers, "views_on": cfg.data.views_on,
                               "steps": steps, "warmup": warmup}
-    result["engine"] = engine_rate(cfg, steps, warmup)
+    result["engine"] = engine_rate(recipe, list(overrides), steps, warmup)
     result["plain"] = _median_rate(plain_loop(cfg, steps, device), batch, warmup)
     result["model_only"] = _median_rate(model_only(cfg, steps, device), batch, warmup)
     result["input_only"] = _median_rate(input_only(cfg, steps, device), batch, warmup)

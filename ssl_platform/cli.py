@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import shlex
 import sys
@@ -188,6 +189,16 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    config.load(args.recipe, args.overrides)  # a missing file or a malformed override fails before torch loads
+    from ssl_platform import bench
+
+    result = bench.bench(args.recipe, args.overrides, steps=args.steps, warmup=args.warmup)
+    print(bench.table(result))
+    print(json.dumps(result))
+    return 0
+
+
 def _recipes(args: argparse.Namespace) -> int:
     if args.action == "ls":
         print(shipped_recipes.list_recipes(), end="")
@@ -291,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*",
                    help="backbone=..., out_dir=..., device=..., overwrite=true, and suite overrides")
     e.set_defaults(fn=_eval, command_parser=e)
+    b = sub.add_parser("bench", parents=[_allow_option()], formatter_class=raw,
+                       help="the engine's samples/s against a plain lightly loop, the model alone and the input alone",
+                       epilog="Prints a table, then one JSON line (keys engine, plain, model_only, input_only, "
+                              "engine_vs_plain, engine_vs_ceiling). Run it with nothing else running.")
+    b.add_argument("recipe")
+    b.add_argument("overrides", nargs="*", help="key=value recipe overrides")
+    b.add_argument("--steps", type=int, default=20, help="steps of each measurement (default 20)")
+    b.add_argument("--warmup", type=int, default=5, help="first steps left out of the medians (default 5)")
+    b.set_defaults(fn=_bench, command_parser=b)
     r = sub.add_parser("recipes", help="list the shipped recipes, or copy one to start your own")
     rsub = r.add_subparsers(dest="action", required=True)
     rsub.add_parser("ls", help="every shipped recipe with its description")
@@ -320,7 +340,7 @@ def _quiet_third_party_warnings() -> None:
 # named by where they are defined: matched on the error's classes, so that a command failing before it
 # imported torch does not import it to recognise the error (tests/test_cli.py checks the names)
 USER_ERRORS = ("ssl_platform.checkpoint.errors.CheckpointError", "ssl_platform.data.download.DataSourceError",
-               "ssl_platform.engine.trainer.NonFiniteLossError", "ssl_platform.distributed.CollectiveTimeoutError")
+               "ssl_platform.engine.step_flags.NonFiniteLossError", "ssl_platform.distributed.CollectiveTimeoutError")
 RUN_INTERRUPTED = "ssl_platform.engine.preemption.RunInterrupted"
 
 

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, strict loads with errors that say what to do, backbone export.
+"""Checkpoint files: strict loads with errors that say what to do, backbone export, and the atomic writes
+(`checkpoint.atomic`) and `CheckpointError` (`checkpoint.errors`), re-exported here from their torch-free modules.
 
 `last.pt` holds the full train state (method, optimizer, scaler, step, data position, RNG states
 and the resolved recipe); `backbone.safetensors` holds the backbone alone plus, in its metadata,
@@ -7,14 +8,10 @@ the kwargs that rebuild the architecture, so the file by itself loads into the p
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import pickle
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,97 +23,14 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ssl_platform import config
+
+# re-exported, so every existing import of them from here keeps working; they live in torch-free modules
+# so that the zoo's index and the evaluation reports can use them without importing torch
+from ssl_platform.checkpoint.atomic import ATOMIC_TEMP, copy_atomic, write_atomic  # noqa: F401
+from ssl_platform.checkpoint.errors import CheckpointError
 from ssl_platform.models.backbones import from_spec, spec
 
 FORMAT = "ssl_platform.checkpoint/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used; the message names the file and what to do."""
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; done once, at import
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-# the temp files of `write_atomic` and `copy_atomic` (`.<name>.<mkstemp's 8 characters>.tmp`): what a
-# save killed mid-write leaves behind, and all that a run may delete as its own leftovers
-ATOMIC_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-
-
-def _temp_beside(path: Path) -> tuple[int, str]:
-    """A new temp file in `path`'s directory (a rename is atomic only within one file system)."""
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """fsync a directory, so that a rename into it survives a power cut."""
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half.
-
-    Temp file in the same directory (rename is atomic only within a file system), fsync the file,
-    rename over the target, then fsync the directory so the rename itself survives a power cut.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(path)
-    try:
-        # mkstemp makes the file 0600; give it the mode open() would (0666 minus the umask), so a
-        # checkpoint or zoo file written here is readable by whoever can read its directory
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def copy_atomic(src: str | Path, dst: str | Path, sha256: str | None = None) -> None:
-    """Copy `src` to `dst` through a temp file in `dst`'s directory and a rename: readers see the old file or
-    the whole new one, never half (`write_atomic`, streamed for weights files of any size).
-
-    The copy keeps `src`'s permission bits. With `sha256`, the copy's hash is checked before it takes the name.
-
-    Raises:
-        CheckpointError: the copy's sha256 is not `sha256` (a failing disk); nothing is left behind.
-    """
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(dst)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-            shutil.copyfileobj(f, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        shutil.copymode(src, tmp)
-        if sha256 is not None:
-            digest = hashlib.sha256()
-            with open(tmp, "rb") as f:  # the bytes that landed, read back: not the ones handed to the disk
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != sha256:
-                raise CheckpointError(f"copying {src} to {dst} changed its bytes; check the disk and try again")
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(dst.parent)
 
 
 # The only non-tensor globals a train state holds: numpy's RNG state is a tuple with a uint32 key

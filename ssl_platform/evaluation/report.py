@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_platform.checkpoint.io import write_atomic
+from ssl_platform.checkpoint.atomic import write_atomic
 from ssl_platform.provenance import git_sha as _code_version  # make_row's `git_sha` argument shadows the name
 
 KEYS: tuple[str, ...] = (

@@ -22,6 +22,7 @@ from ssl_platform.evaluation.tabular import RawTabular
 from ssl_platform.models.backbones import from_spec
 from ssl_platform.provenance import file_sha256
 from ssl_platform.zoo import index as zoo_index
+from ssl_platform.zoo import loading as zoo_loading
 from ssl_platform.zoo.checks import NAME, ZooError
 
 
@@ -77,7 +78,7 @@ def resolve_backbone(spec: str, suite_cfg: Any, seed: int = 0, zoo: str | None =
         return load_backbone(file), path.name if path.is_dir() else path.stem, file_sha256(file)
     entry, why_not = _zoo_entry(spec, zoo)
     if entry is not None:
-        return zoo_index.load_backbone(spec, zoo), spec, entry.sha256
+        return zoo_loading.load_backbone(spec, zoo), spec, entry.sha256
     raise FileNotFoundError(
         f"backbone={spec!r} is neither a run directory nor a .safetensors file, nor a name in the model zoo"
         + (f" ({why_not})" if why_not else "") + "; use backbone=random, backbone=random:RUN_DIR, "

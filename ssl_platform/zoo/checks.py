@@ -6,13 +6,14 @@ trusted: anyone may have written it. `check_entry` (run by `ZooEntry.check` as t
 refuses any entry whose `file` is not `<name>-<sha256[:8]>.safetensors` (`weights_file_name`), whose
 `card` is not `cards/<name>/README.md` (`card_path`), whose `url` is not http(s) (a relative one is
 resolved against an http zoo by `weights_url`; a local zoo has nothing to resolve it against), whose
-architecture names a timm source (`hf-hub:`, `local-dir:`) or whose kwargs would make timm load a file.
+architecture names a timm source (`hf-hub:`, `local-dir:`), whose kwargs would make timm load a file,
+or whose interpolation timm does not know.
 Before a path is used, `contained` resolves its symbolic links and refuses one that leads out of the zoo
 or the cache; `card_files` refuses a card directory holding links before export copies it; and
 `check_local_file` refuses a local zoo's weights file whose sha256 is not the entry's.
 
 The rest of the defence lives beside what it guards: downloads are http(s) only and capped
-(`zoo.download`), timm's file-loading kwargs are listed in `models.backbones.check_timm_kwargs`.
+(`zoo.download`), timm's file-loading kwargs are listed in `models.safe_kwargs`.
 This module imports neither `zoo` nor `zoo_publish`: they import it.
 """
 
@@ -24,8 +25,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from ssl_platform.checkpoint.io import CheckpointError
-from ssl_platform.models.backbones import check_timm_kwargs
+from ssl_platform.checkpoint.errors import CheckpointError
+from ssl_platform.models.safe_kwargs import check_timm_kwargs
 from ssl_platform.provenance import file_sha256
 from ssl_platform.zoo.download import HTTP_SCHEMES, IntegrityError
 
@@ -34,6 +35,8 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 # a timm model name; no ":", because timm reads `hf-hub:repo` from the network and `local-dir:path` from disk
 ARCHITECTURE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 CARDS_DIR = "cards"
+# the resize modes timm's data config knows (`timm.data.transforms.str_to_interp_mode`)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "box", "hamming", "lanczos")
 
 
 class ZooError(CheckpointError):
@@ -97,7 +100,7 @@ def check_entry(entry: Any, where: str) -> None:
     written by whoever runs the zoo's server or repository, so nothing in it is joined to a local path,
     fetched or passed to timm before this: `file` and `card` must be the names the zoo itself gives them,
     `url` http(s) (or relative), `architecture` a plain timm name, and the kwargs free of timm's
-    file-loading ones (`models.backbones.check_timm_kwargs`).
+    file-loading ones (`models.safe_kwargs.check_timm_kwargs`).
 
     Raises:
         ZooError: naming the entry, the field, the value and what to do.
@@ -122,6 +125,11 @@ def check_entry(entry: Any, where: str) -> None:
                          f"{expected!r}, inside the zoo")
     if entry.url is not None and (problem := _url_problem(entry.url)):
         raise refuse("url", entry.url, problem)
+    if entry.interpolation not in INTERPOLATIONS:
+        raise refuse("interpolation", entry.interpolation, f"it must be one of timm's {', '.join(INTERPOLATIONS)}")
+    wins = entry.random_init_better
+    if wins is not None and not (isinstance(wins, list) and all(isinstance(w, dict) for w in wins)):
+        raise refuse("random_init_better", wins, "it must be null or a list of JSON objects")
     if not isinstance(entry.architecture, str) or not ARCHITECTURE.fullmatch(entry.architecture):
         raise refuse("architecture", entry.architecture, "it must be a timm model name; timm reads `hf-hub:` "
                      "names from the network and `local-dir:` names from a directory")

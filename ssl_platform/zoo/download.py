@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ssl_platform.checkpoint.io import CheckpointError
+from ssl_platform.checkpoint.errors import CheckpointError
 from ssl_platform.provenance import file_sha256
 
 CHUNK_BYTES = 1 << 20

@@ -1,8 +1,9 @@
 """The model zoo: published backbones by name (timm's `arch.tag`), verified by sha256 before every load.
 
-This module holds the entries (`ZooEntry`), where the zoo is, its index.json, and pulling, verifying and
-loading the weights. What an index may be trusted with is decided in `zoo.checks`; publishing a run is
-`zoo_publish`; model cards, docs/zoo.md and `sslp zoo list|show` are `zoo_card`.
+This module holds the entries (`ZooEntry`), where the zoo is, its index.json, and pulling and verifying
+the weights; it imports no torch, so `sslp zoo list` answers without it. Loading a backbone by name is
+`zoo.loading`. What an index may be trusted with is decided in `zoo.checks`; publishing a run is
+`zoo.publishing`; model cards, docs/zoo.md and `sslp zoo show` are `zoo.card`, `sslp zoo list` is `zoo.listing`.
 
 A zoo is a local directory or an http(s) base URL with this layout:
 
@@ -32,7 +33,7 @@ local zoo is never deleted: the error names it and says how to restore it.
 Trust: what a zoo's index.json says is not trusted (anyone may have written it). Every entry passes
 `ZooEntry.check` as the index is read, and every path `contained` before it is used (`zoo.checks`).
 Downloads are http(s) only and capped at the entry's `size_bytes`, a remote index at `MAX_INDEX_BYTES`
-(`zoo.download`). Whatever the zoo writes lands atomically (`io.write_atomic`, `io.copy_atomic`).
+(`zoo.download`). Whatever the zoo writes lands atomically (`checkpoint.atomic`).
 """
 
 from __future__ import annotations
@@ -47,10 +48,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from ssl_platform.checkpoint import io
-from ssl_platform.checkpoint.io import CheckpointError
+from ssl_platform.checkpoint.atomic import copy_atomic, write_atomic
+from ssl_platform.checkpoint.errors import CheckpointError
 from ssl_platform.zoo.checks import (
     ZooError,
     card_files,
@@ -69,13 +68,17 @@ INDEX_FILE = "index.json"
 ENV_ZOO = "SSL_PLATFORM_ZOO"
 MAX_INDEX_BYTES = 16 * 2**20  # an index of hundreds of models is well under 1 MiB; more is a wrong URL or hostile
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# the resize an entry without `interpolation` was evaluated with: one published before index.json recorded
+# it was evaluated with EvalTransform's bilinear resize. A fact of those old entries, hence a literal rather
+# than engine.run_dir.EVAL_INTERPOLATION (the resize of new runs' exports; importing it imports torch)
+UNRECORDED_INTERPOLATION = "bilinear"
 
 
 @dataclasses.dataclass
 class ZooEntry:
     """One published backbone, as stored in index.json (`to_dict`/`from_dict`)."""
 
-    name: str                      # arch.tag, e.g. simclr_resnet18.fmnist_200ep
+    name: str                      # arch.tag, e.g. simclr_resnet18.fmnist32_2ep
     method: str                    # the METHODS key, e.g. simclr
     architecture: str              # timm model name
     arch_kwargs: dict[str, Any]    # create_backbone kwargs besides the name (small_input, in_chans, ...)
@@ -91,7 +94,7 @@ class ZooEntry:
     timm_kwargs: dict[str, Any] | None = None   # plain timm.create_model kwargs; None: timm cannot build it
     timm_note: str = ""                    # why timm cannot, or what to import first
     pretrain_data: str = ""
-    epochs: int | None = None
+    epochs: int | float | None = None      # epochs trained: fractional where a run stopped mid-epoch (1.5)
     steps: int | None = None
     recipe_name: str = ""
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -99,6 +102,9 @@ class ZooEntry:
     created: str = ""
     license: str = ""
     results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the settings on which a random init scored better (`report.random_init_wins`); None: none compared
+    random_init_better: list[dict[str, Any]] | None = None
+    interpolation: str = UNRECORDED_INTERPOLATION  # the resize of the transform it was evaluated with
     card: str | None = None                # path of the model card, relative to the zoo
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of newer versions, kept as they are
 
@@ -142,8 +148,8 @@ class ZooEntry:
             "license": self.license,
             "description": f"ssl_platform zoo: {self.method} on {self.pretrain_data or 'unknown data'}",
         }
-        if self.input_size:
-            cfg.update(input_size=tuple(self.input_size), crop_pct=1.0)  # EvalTransform: resize + center crop
+        if self.input_size:  # EvalTransform: resize (bilinear) + center crop of the same size
+            cfg.update(input_size=tuple(self.input_size), crop_pct=1.0, interpolation=self.interpolation)
         if self.mean and self.std:
             cfg.update(mean=tuple(self.mean), std=tuple(self.std))
         return cfg
@@ -219,7 +225,7 @@ def _remote_index(zoo: str) -> dict[str, ZooEntry]:
     except UnicodeDecodeError as err:
         raise ZooError(f"{url} is not UTF-8 text, so not a zoo index; check --zoo / {ENV_ZOO}") from err
     entries = _parse_index(text, url)
-    io.write_atomic(copy, data)
+    write_atomic(copy, data)
     return entries
 
 
@@ -242,7 +248,7 @@ def write_index(zoo_dir: str | Path, entries: dict[str, ZooEntry]) -> Path:
     """Atomically replace `zoo_dir/index.json` (sorted, indented: it is meant to be diffed and reviewed)."""
     path = Path(zoo_dir) / INDEX_FILE
     data = {"format": FORMAT, "models": {n: entries[n].to_dict() for n in sorted(entries)}}
-    io.write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
     return path
 
 
@@ -277,10 +283,11 @@ def pull(name: str, zoo: str | Path | None = None) -> Path:
         DownloadError: the file cannot be fetched.
     """
     zoo = resolve_zoo(zoo)
-    return _pull(get_entry(name, zoo), zoo)
+    return pull_entry(get_entry(name, zoo), zoo)
 
 
-def _pull(entry: ZooEntry, zoo: str) -> Path:
+def pull_entry(entry: ZooEntry, zoo: str) -> Path:
+    """`pull` for an entry already read from the resolved zoo `zoo` (no second read of its index)."""
     if not is_remote(zoo):
         local = contained(zoo, entry.file, entry.name, "file")
         if local.is_file():
@@ -308,7 +315,7 @@ def verify(names: list[str] | None = None, zoo: str | Path | None = None) -> lis
         try:
             if name not in entries:
                 get_entry(name, zoo)  # raises, naming the available ones
-            path = _pull(entries[name], zoo)
+            path = pull_entry(entries[name], zoo)
             card = entries[name].card
             if card and not is_remote(zoo) and not contained(zoo, card, name, "card").is_file():
                 raise ZooError(f"the model card {Path(zoo) / card} is missing; re-publish with --force")
@@ -318,30 +325,13 @@ def verify(names: list[str] | None = None, zoo: str | Path | None = None) -> lis
     return out
 
 
-# ---- using a backbone
-
-
-def load_backbone(name: str, zoo: str | Path | None = None) -> nn.Module:
-    """The backbone published as `name`, with weights checked against their sha256 and loaded strictly.
-
-    It is the `create_backbone` model the run trained (timm contract: `forward_features`,
-    `forward_head(x, pre_logits=True)` -> `[B, num_features]`); its `pretrained_cfg` holds the entry's
-    input size, mean and std, so `timm.data.resolve_data_config(model=backbone)` gives its preprocessing.
-
-    Example:
-        >>> backbone = load_backbone("simclr_resnet18.fmnist_200ep")
-    """
-    zoo = resolve_zoo(zoo)
-    entry = get_entry(name, zoo)
-    backbone = io.load_backbone(_pull(entry, zoo))
-    backbone.pretrained_cfg = {**getattr(backbone, "pretrained_cfg", {}), **entry.pretrained_cfg()}
-    return backbone
+# ---- plain timm (the backbone itself: `zoo.loading.load_backbone`)
 
 
 def timm_kwargs(name: str, zoo: str | Path | None = None) -> dict[str, Any]:
     """Keyword arguments of `timm.create_model` that build plain timm's model with this entry's weights.
 
-        model = timm.create_model(**timm_kwargs("vit_tiny.digits_100ep"))
+        model = timm.create_model(**timm_kwargs("ijepa_vit_tiny.fmnist_4ep"))
 
     The weights are pulled and verified first; `pretrained_cfg_overlay` names the file and sets
     `num_classes=0`, which makes timm's load strict (with another num_classes timm drops classifier keys
@@ -358,7 +348,7 @@ def timm_kwargs(name: str, zoo: str | Path | None = None) -> dict[str, Any]:
     if entry.timm_note:
         print(f"[ssl_platform] {name}: {entry.timm_note}", file=sys.stderr)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.timm_kwargs.items()}
-    overlay = {"file": str(_pull(entry, zoo)), **entry.pretrained_cfg()}
+    overlay = {"file": str(pull_entry(entry, zoo)), **entry.pretrained_cfg()}
     # the entry's kwargs first: ours win over any that slipped past ZooEntry.check
     return {**kwargs, "model_name": entry.architecture, "pretrained": True, "num_classes": 0,
             "pretrained_cfg_overlay": overlay}
@@ -374,13 +364,13 @@ def export_timm(name: str, out_dir: str | Path, zoo: str | Path | None = None) -
     entry = get_entry(name, zoo)
     if entry.timm_kwargs is None:
         raise ZooError(f"{name} cannot be exported for plain timm: {entry.timm_note}")
-    weights = _pull(entry, zoo)
+    weights = pull_entry(entry, zoo)
     card = contained(zoo, entry.card, name, "card") if entry.card and not is_remote(zoo) else None
     files = card_files(card.parent, name) if card and card.is_file() else []  # it links its plots relatively
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for relative in files:
-        io.copy_atomic(card.parent / relative, out / relative)
+        copy_atomic(card.parent / relative, out / relative)
     config = {
         "architecture": entry.architecture,
         "num_classes": 0,
@@ -389,6 +379,6 @@ def export_timm(name: str, out_dir: str | Path, zoo: str | Path | None = None) -
         "pretrained_cfg": entry.pretrained_cfg(),
     }
     # after the card: a config.json or model.safetensors in the card's directory must not replace these
-    io.write_atomic(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    io.copy_atomic(weights, out / "model.safetensors", entry.sha256)
+    write_atomic(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    copy_atomic(weights, out / "model.safetensors", entry.sha256)
     return out

@@ -1,12 +1,17 @@
 """Publishing a run into a local zoo: the weights under a hashed name, an index.json entry, a model card.
 
-    sslp zoo publish runs/simclr_resnet18_fmnist_200ep --name simclr_resnet18.fmnist_200ep [--zoo DIR]
+    sslp zoo publish runs/simclr_resnet18_fmnist32_2ep --name simclr_resnet18.fmnist32_2ep [--zoo DIR]
 
 The entry takes the architecture from the file's own metadata (`checkpoint.io.export_backbone`), the
 recipe, method, data and input size from the run's `config.yaml`, and the evaluation results from every
 `results.jsonl` under `<run dir>/../eval/` and `./runs/eval/` (or the given directories) whose rows
 name this very file by its sha256 (`backbone_sha256`). A random-init twin of the run
-(`backbone=random:RUN`, rows named `random-<run>`) is shown beside it in the card.
+(`backbone=random:RUN`, rows named `random-<run>`) is shown beside it in the card, and the settings
+on which it scores better are recorded (`random_init_better`) and flagged.
+
+The entry names the code by git sha: that of the weights (the code that trained them), and those of
+the evaluations. A sha ending in `-dirty` names no commit that reproduces the numbers, so publishing
+refuses it unless forced (`force=True`, `--force`).
 
 Weights of more than a few MB belong on a release server: publish as usual, upload the
 `.safetensors` file, and publish again with `--url` naming where it lives (the entry keeps the hash).
@@ -33,6 +38,7 @@ import yaml
 
 from ssl_platform.checkpoint import io
 from ssl_platform.data.transforms import normalize_stats
+from ssl_platform.engine.run_dir import EVAL_INTERPOLATION
 from ssl_platform.evaluation import report
 from ssl_platform.methods import METHODS
 from ssl_platform.provenance import file_sha256, git_sha
@@ -59,6 +65,10 @@ from ssl_platform.zoo.index import (
 
 DEFAULT_LICENSE = "Apache-2.0"  # the code's license; pass --license when the data's terms differ
 _RESULT_KEYS = ("task", "protocol", "label_fraction", "noise_kind", "noise_rate", "robust", "metric")
+
+
+class DirtyTreeError(ZooError):
+    """The weights or their results come from code with uncommitted changes (a `-dirty` git sha)."""
 
 
 @dataclasses.dataclass
@@ -121,22 +131,75 @@ def find_evaluations(run_dir: str | Path, sha256: str, roots: Sequence[str | Pat
 
 
 def aggregate(evaluation: Evaluation) -> list[dict[str, Any]]:
-    """One index.json result per setting: mean, sample std (ddof=1, None for one seed), n, git shas."""
+    """One index.json result per setting: mean, sample std (ddof=1, None for one seed), n, the seeds
+    and the git shas. A value the protocol selected (`report.SELECTED`, e.g. the probe's λ) has no
+    mean or std: its `values`, one per seed in the order of `seeds`."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in evaluation.rows:
         groups.setdefault(tuple(row[k] for k in _RESULT_KEYS), []).append(row)
     out = []
     for key, members in sorted(groups.items()):
+        members = sorted(members, key=lambda r: r["seed"])
         values = [r["value"] for r in members]
+        selected = key[_RESULT_KEYS.index("metric")] in report.SELECTED
         out.append({
             "suite": evaluation.suite,
             **dict(zip(_RESULT_KEYS, key)),
-            "mean": round(statistics.fmean(values), 4),
-            "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+            "mean": None if selected else round(statistics.fmean(values), 4),
+            "std": round(statistics.stdev(values), 4) if len(values) > 1 and not selected else None,
+            **({"values": [float(f"{v:.6g}") for v in values]} if selected else {}),  # 1e-05, not 9.99...e-06
             "n": len(values),
+            "seeds": [r["seed"] for r in members],
             "git_shas": sorted({r["git_sha"] for r in members}),
         })
     return out
+
+
+def random_init_better(evaluations: Sequence[Evaluation]) -> list[dict[str, Any]] | None:
+    """The settings on which the evaluations' random-init twins scored better (`report.random_init_wins`),
+    with the suite, for index.json; None when no evaluation has a twin (nothing was compared)."""
+    if not any(ev.baseline for ev in evaluations):
+        return None
+    return [w for ev in evaluations for w in _wins(ev)]
+
+
+def _wins(evaluation: Evaluation) -> list[dict[str, Any]]:
+    if not evaluation.baseline:
+        return []
+    # the twin is `random-<run>`; the file may have been evaluated under another name (a zoo name, a path)
+    run = evaluation.baseline[0]["backbone"].removeprefix("random-")
+    keys = (*_RESULT_KEYS, "mean", "n", "random", "random_mean", "random_n")
+    return [{"suite": evaluation.suite, **{k: round(w[k], 4) if k.endswith("mean") else w[k] for k in keys}}
+            for w in report.random_init_wins([{**r, "backbone": run} for r in evaluation.rows] + evaluation.baseline)]
+
+
+def check_clean(name: str, code_sha: str, sha_is_the_tree: bool, evaluations: Sequence[Evaluation]) -> None:
+    """Refuse (`DirtyTreeError`) a publish whose weights or results come from a `-dirty` git sha.
+
+    Args:
+        name: the zoo name being published.
+        code_sha: the git sha the entry records for the weights.
+        sha_is_the_tree: `code_sha` is this checkout's (the file names no code of its own).
+        evaluations: the evaluations whose rows go into the entry.
+    """
+    dirty, remedy = [], []
+    if code_sha.endswith("-dirty") and sha_is_the_tree:
+        dirty.append(f"the working tree is dirty (git {code_sha}: uncommitted changes to tracked files)")
+        remedy.append("commit (or stash) the changes")
+    elif code_sha.endswith("-dirty"):
+        dirty.append(f"the weights were trained by code with uncommitted changes (git {code_sha})")
+        remedy.append("commit the changes and train again (`sslp pretrain`)")
+    evaluated = sorted({r["git_sha"] for ev in evaluations for r in ev.rows + ev.baseline
+                        if r["git_sha"].endswith("-dirty")})
+    if evaluated:
+        dirty.append(f"its results were measured by code with uncommitted changes (git {', '.join(evaluated)})")
+        remedy.append("evaluate again with the committed code (`sslp eval ... overwrite=true`)")
+    if dirty:
+        raise DirtyTreeError(
+            f"refusing to publish {name}: {'; '.join(dirty)}, and no commit holds the code a -dirty sha "
+            f"names. To publish clean shas, {', then '.join(remedy)}, and publish again; or pass force=True "
+            "(`sslp zoo publish ... --force`) to publish with the -dirty sha recorded"
+        )
 
 
 def _method_key(recipe: dict[str, Any]) -> str:
@@ -244,15 +307,17 @@ def publish(
 
     Args:
         run_dir: a pretraining run directory (or a backbone .safetensors file beside a config.yaml).
-        name: `arch.tag`, lowercase letters, digits and `_` (e.g. `simclr_resnet18.fmnist_200ep`).
+        name: `arch.tag`, lowercase letters, digits and `_` (e.g. `simclr_resnet18.fmnist32_2ep`).
         zoo: a local zoo directory (see `zoo.resolve_zoo`); created if missing.
         license: the weights' license, recorded in the entry and the card.
-        force: replace an entry of this name whose file has another sha256.
+        force: replace an entry of this name whose file has another sha256, and publish weights or
+            results whose git sha is `-dirty` (see `check_clean`).
         url: where the weights file is downloadable (a URL ending in `/` gets the file name appended).
         eval_dirs: where to look for results (see `find_evaluations`).
 
     Raises:
         ZooError: bad name, remote zoo, or an existing entry with another file and no `force`.
+        DirtyTreeError: the weights or their results name a `-dirty` git sha, and no `force`.
     """
     zoo = resolve_zoo(zoo)
     if is_remote(zoo):
@@ -288,6 +353,9 @@ def publish(
         timm_kwargs, timm_note = _timm_compat(spec, file)
         file_name = weights_file_name(name, sha256)
         evaluations = find_evaluations(run_dir, sha256, eval_dirs)
+        code_sha = str(meta.get("git_sha") or git_sha())
+        if not force:
+            check_clean(name, code_sha, not meta.get("git_sha"), evaluations)
         entry = ZooEntry(
             name=name, method=_method_key(recipe or {}), architecture=spec["name"],
             arch_kwargs={k: v for k, v in spec.items() if k != "name"}, in_chans=in_chans,
@@ -296,10 +364,12 @@ def publish(
             url=(url + file_name if url and url.endswith("/") else url), timm_kwargs=timm_kwargs,
             timm_note=timm_note, pretrain_data=_data_name(recipe or {}), epochs=meta.get("epoch"),
             steps=meta.get("step"), recipe_name=str(meta.get("recipe_name") or (recipe or {}).get("name") or ""),
-            recipe=recipe or {}, git_sha=str(meta.get("git_sha") or git_sha()),
+            recipe=recipe or {}, git_sha=code_sha,
             created=old.created if old and old.sha256 == sha256 else
             datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             license=license, results=[r for ev in evaluations for r in aggregate(ev)], card=card_path(name),
+            random_init_better=random_init_better(evaluations),
+            interpolation=str(meta.get("interpolation") or EVAL_INTERPOLATION),
         )
         entry.check(f"the entry published into {zoo}")  # e.g. a --url of another scheme: refused before any write
         weights = contained(zoo_dir, file_name, name, "file")

@@ -62,13 +62,13 @@ def test_write_atomic_creates_and_replaces_leaving_no_temp_files(tmp_path):
 def test_write_atomic_gives_the_mode_open_would(tmp_path):
     import stat
 
-    from ssl_platform.checkpoint import io as io_module
+    from ssl_platform.checkpoint import atomic
 
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"x")  # open() applies the umask to 0666 (mkstemp alone would give 0600)
     write_atomic(tmp_path / "atomic.bin", b"x")
     mode = stat.S_IMODE((tmp_path / "atomic.bin").stat().st_mode)
-    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~io_module._UMASK
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~atomic._UMASK
 
 
 def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
@@ -78,7 +78,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("simulated crash during rename")
 
-    monkeypatch.setattr(ckpt_io.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # what write_atomic renames with
     with pytest.raises(OSError, match="simulated crash"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old and complete"
@@ -92,7 +92,7 @@ def test_failed_write_before_rename_keeps_old_file(tmp_path, monkeypatch):
     def crash(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt_io.os, "fsync", crash)
+    monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old and complete"

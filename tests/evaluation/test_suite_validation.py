@@ -139,7 +139,7 @@ def test_eval_images_too_small_for_the_strides():
 
 
 def test_eval_normalisation_against_what_a_zoo_backbone_records():
-    from ssl_platform.zoo.index import load_backbone
+    from ssl_platform.zoo import load_backbone
 
     zoo_backbone = load_backbone("simclr_resnet18.fmnist32_2ep", ZOO)  # pretrained at 32 px, mean 0.5, std 0.5
     assert backbone_fit_problems(load_suite(ROOT / "eval/fmnist_fewlabels.yaml"), zoo_backbone, "zoo") == []

@@ -28,6 +28,7 @@ from ssl_platform.zoo.backbones import resolve_backbone
 ROOT = Path(__file__).resolve().parents[2]
 NARROW = [8, 16, 32, 64]
 RESNET, VIT, PLAIN = "simclr_resnet18.tiny_1ep", "ijepa_vit_tiny.tiny_1ep", "simclr_resnet18.plain_1ep"
+CLEAN_SHA = "c0ffee" + "0" * 34  # the code that trained the fake runs: a commit without uncommitted changes
 
 
 def small_resnet() -> nn.Module:
@@ -42,12 +43,13 @@ def tiny_vit() -> nn.Module:
     return create_backbone("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)
 
 
-def make_run(root: Path, name: str, backbone: nn.Module, recipe: dict) -> Path:
+def make_run(root: Path, name: str, backbone: nn.Module, recipe: dict, git_sha: str = CLEAN_SHA) -> Path:
     """A run directory as the engine leaves it: config.yaml and backbone.safetensors (same exporter)."""
     run = root / "runs" / name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"name": name, **recipe}))
-    export_backbone(backbone, run / "backbone.safetensors", {"step": 40, "epoch": 1, "recipe_name": name})
+    export_backbone(backbone, run / "backbone.safetensors",
+                    {"step": 40, "epoch": 1, "recipe_name": name, "git_sha": git_sha})
     return run
 
 
@@ -132,12 +134,13 @@ def test_publish_records_file_metadata_and_only_this_files_results(published):
     assert entry.arch_kwargs == {"small_input": True, "in_chans": 1, "channels": NARROW}
     assert (entry.input_size, entry.mean, entry.std) == ([1, 28, 28], [0.5], [0.5])
     assert (entry.epochs, entry.steps, entry.pretrain_data, entry.license) == (1, 40, "FashionMNIST", "Apache-2.0")
-    assert entry.recipe["name"] == entry.recipe_name == "simclr_resnet18_tiny_1ep" and entry.git_sha and entry.created
+    assert entry.recipe["name"] == entry.recipe_name == "simclr_resnet18_tiny_1ep" and entry.created
+    assert entry.git_sha == CLEAN_SHA and entry.interpolation == "bilinear"  # the file's own record of its code
     assert entry.timm_kwargs is None and "small_input" in entry.timm_note  # timm's stem differs
     # the rows of this file only: the "old" suite measured another file of the same run name
     assert {r["suite"] for r in entry.results} == {"quick"}
     knn = next(r for r in entry.results if r["protocol"] == "knn_k20_t0.07")
-    assert (knn["mean"], knn["std"], knn["n"], knn["git_shas"]) == (70.5, 0.7071, 2, ["abc"])
+    assert (knn["mean"], knn["std"], knn["n"], knn["seeds"], knn["git_shas"]) == (70.5, 0.7071, 2, [0, 1], ["abc"])
     vit = zoo.read_index(root / "zoo")[VIT]
     assert (vit.method, vit.pretrain_data, vit.input_size, vit.license, vit.results) == (
         "ijepa", "Table(x)", [3, 32, 32], "MIT", [])
@@ -306,6 +309,9 @@ def test_export_to_timm_hub_folder(zoo_dir, published, tmp_path):
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out.iterdir()}
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert model.num_classes == 0
+    # the evaluation's resize, where timm's own default for this architecture is bicubic
+    assert timm.data.resolve_data_config(model=model)["interpolation"] == "bilinear"
+    assert timm.create_model("vit_tiny_patch16_224").pretrained_cfg["interpolation"] == "bicubic"
     torch.testing.assert_close(features(model, 3), features(published[1][VIT], 3), rtol=0, atol=0)
 
 
@@ -464,7 +470,8 @@ def test_pretrain_eval_publish_then_eval_by_zoo_name(tmp_path, monkeypatch, caps
     sslp("pretrain", str(ROOT / "recipes/simclr/debug.yaml"), f"train.out_dir={run}", "train.max_steps=2")
     suite = [str(ROOT / "eval/digits.yaml"), "eval.protocols=[knn]", "noise.kinds=[]", "noise.rates=[]"]
     sslp("eval", *suite, f"backbone={run}")
-    sslp("zoo", "publish", str(run), "--name", "simclr_debug.digits_2steps", "--zoo", "zoo")
+    # --force: this checkout may have uncommitted changes, which makes the run's git sha -dirty
+    sslp("zoo", "publish", str(run), "--name", "simclr_debug.digits_2steps", "--zoo", "zoo", "--force")
     listing = sslp("zoo", "list", "--zoo", "zoo")
     assert "simclr_debug.digits_2steps" in listing and "digits/knn_k20_t0.07" in listing
     assert "1 of 1 verified" in sslp("zoo", "verify", "--zoo", "zoo")
