@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_RECIPE := recipes/simclr/resnet18_fmnist_1ep.yaml
 DEMO_RUN    := runs/simclr_resnet18_fmnist_1ep
 
-.PHONY: venv data test test-fast demo clean
+.PHONY: venv data test test-fast demo docs clean
 
 venv: $(STAMP)
 
@@ -42,5 +42,9 @@ demo: venv data
 	$(BIN)/python -m ssl_platform eval eval/fmnist_quick.yaml backbone=$(DEMO_RUN),random:$(DEMO_RUN) overwrite=true
 	@echo "TensorBoard logs: $(BIN)/tensorboard --logdir $(DEMO_RUN)/tb"
 
+# the documentation site, built strictly as tests/docs/test_site.py builds it (the dev extra includes mkdocs)
+docs: venv
+	$(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache
