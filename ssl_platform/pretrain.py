@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_platform import config, distributed, preflight
 from ssl_platform.data.collate import TransformedDataset, count_skipped
-from ssl_platform.data.transforms.device_views import stack_device_inputs, views_from_batch
+from ssl_platform.data.transforms.device_inputs import stack_device_inputs, views_from_batch
 from ssl_platform.engine.rng import seed_everything
 from ssl_platform.engine.run_dir import own_run_dir
 from ssl_platform.engine.trackers import check_installed, parse_loggers
@@ -172,7 +172,9 @@ def device_halves(transform: Any, collate_fn: Callable | None) -> tuple[Any, Cal
             f"data.views_on=device: the transform {type(transform).__name__} has no device half (a `for_device` "
             "method, as SimCLRViews and SupervisedTransform have); set data.views_on=workers")
     workers, views = transform.for_device()
-    return workers, functools.partial(views_from_batch, views), collate_fn or stack_device_inputs
+    inputs = getattr(workers, "inputs", workers)  # an image-text transform's image half
+    return (workers, functools.partial(views_from_batch, views, channels=inputs.channels, load_size=inputs.load_size),
+            collate_fn or stack_device_inputs)
 
 
 def describe(cfg: DictConfig) -> str:
@@ -235,8 +237,10 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         batch_transform = None
         if data.views_on == "device":
             transform, batch_transform, collate_fn = device_halves(transform, collate_fn)
-        dataset = TransformedDataset(config.instantiate(data.dataset, where="data.dataset."), transform,
-                                     on_bad_sample=data.on_bad_sample, skip_log=skip_log)
+        source = config.instantiate(data.dataset, where="data.dataset.")
+        if batch_transform is not None and device.type == "cuda" and hasattr(source, "encoded"):
+            source.encoded = True  # a GPU decodes the JPEGs (nvJPEG); the workers only read the files
+        dataset = TransformedDataset(source, transform, on_bad_sample=data.on_bad_sample, skip_log=skip_log)
         result = fit(
             method,
             dataset,

@@ -1,12 +1,11 @@
 """Benchmarks whose numbers go into docs/benchmarks.md (by hand, with the command that produced them).
 
-    python tools/bench.py RECIPE [k=v ...] [--steps N]          training throughput and peak memory
+    python tools/bench.py RECIPE [k=v ...] [--steps N]          training throughput: what `sslp bench` prints
     python tools/bench.py eval [--backbone RUN_DIR] [--lambda L] evaluation: L-BFGS probe vs scikit-learn,
                                                                 faiss kNN vs brute-force numpy
 
-Training: runs the recipe through the real engine for `--steps` optimizer steps in a temporary run
-directory (the first `--warmup` steps are not timed), then prints one JSON line: samples/s (global),
-step time, peak memory (CUDA allocator on GPU, max RSS on CPU), device and the recipe's key settings.
+Training: `ssl_platform.bench` (the same as `sslp bench`): the engine, a plain PyTorch + lightly loop, the
+model step alone and the input pipeline alone on one recipe, their samples/s and ratios, and one JSON line.
 
 Evaluation: features of all 60000 Fashion-MNIST training and 10000 test images (cached in
 `--cache`), then (1) our L-BFGS logistic regression against scikit-learn's `LogisticRegression` on
@@ -19,26 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ssl_platform import pretrain
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from ssl_platform import bench
+from ssl_platform.provenance import git_sha
 
 
 def numpy_knn(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, k: int, temperature: float,
@@ -143,31 +131,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5, help="steps excluded from the timing")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        overrides = [*args.overrides, f"train.out_dir={tmp}/run", f"train.max_steps={args.steps}",
-                     "train.log_every_steps=1", f"train.save_every_steps={args.steps}", "train.resume=never"]
-        cfg = pretrain.load_recipe(args.recipe, overrides)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        pretrain.run(cfg)
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    timed = [r["samples_per_s"] for r in rows if "samples_per_s" in r][args.warmup:]
-    if not timed:
-        raise SystemExit(f"--steps {args.steps} leaves no timed step after --warmup {args.warmup}")
-    cuda = torch.cuda.is_available()
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    result = {
-        "recipe": args.recipe, "overrides": args.overrides, "git": git_sha(),
-        "device": torch.cuda.get_device_name() if cuda else f"cpu x{torch.get_num_threads()} threads",
-        "batch_size": cfg.data.batch_size, "precision": cfg.train.precision,
-        "samples_per_s_median": round(statistics.median(timed), 1),
-        "step_s_median": round(cfg.data.batch_size / statistics.median(timed), 4),
-        "peak_memory_gib": round(peak, 3), "peak_memory_kind": "cuda allocated" if cuda else "process max RSS",
-        "timed_steps": len(timed),
-    }
+    result = bench.bench(args.recipe, args.overrides, steps=args.steps, warmup=args.warmup)
+    print(bench.table(result))
     print(json.dumps(result))
     return 0
 

@@ -22,7 +22,8 @@ from torchvision.transforms import ColorJitter, RandomResizedCrop
 from ssl_platform.config import ConfigError
 from ssl_platform.data.transforms import SimCLRViews, SupervisedTransform
 from ssl_platform.data.transforms import device_views as dv
-from ssl_platform.data.transforms.device_views import DeviceViews, stack_device_inputs
+from ssl_platform.data.transforms.device_inputs import stack_device_inputs
+from ssl_platform.data.transforms.device_views import DeviceViews
 from ssl_platform.pretrain import device_halves
 
 PX = 1 / 255
@@ -263,3 +264,122 @@ def test_a_transform_without_device_half_is_refused_naming_the_setting():
 def test_channel_mismatched_jitter_is_refused():
     with pytest.raises(ValueError, match="mean nothing for 1 channel"):
         DeviceViews(8, 1, saturation=0.5)
+
+
+# ---- image-text pairs (M3AE) ----
+
+def test_image_text_device_half_gives_the_worker_paths_tokens_and_resize(tmp_path):
+    from ssl_platform.data.transforms import ImageTextTransform
+    from ssl_platform.models.text import train_wordpiece
+
+    train_wordpiece(["a red circle", "a blue square"], tmp_path / "wp.json", vocab_size=60)
+    transform = ImageTextTransform(str(tmp_path / "wp.json"), size=24, max_length=8, min_scale=None)
+    workers, views = transform.for_device()
+    sample = {"image": Image.fromarray(smooth_image(40, 30)), "text": "a red circle"}
+    item = workers.seeded(sample, seed=3)
+    reference = transform(sample)  # the worker path: plain resize of the whole image, then tokens
+    assert torch.equal(item["text_ids"], reference["text_ids"]) and torch.equal(item["text_mask"], reference["text_mask"])
+    out = views(item["pixels"][None], item["view_params"][None])["image"][0]
+    assert (out - reference["image"]).abs().max() * 0.5 <= PX + 1e-4  # normalised by 0.5 / 0.5
+
+
+def test_image_text_random_crop_matches_the_worker_paths_pixels_for_its_parameters(tmp_path):
+    from ssl_platform.data.transforms import ImageTextTransform
+
+    workers, views = ImageTextTransform(None, size=24, min_scale=0.5).for_device()
+    image = smooth_image(40, 40)
+    item = workers.seeded({"image": Image.fromarray(image), "text": "x"}, seed=11)
+    assert set(item) == {"pixels", "view_params"}  # no tokenizer: images only
+    top, left, h, w = (int(x) for x in item["view_params"][0, :4])
+    assert item["view_params"][0, dv.FLIP] == 0  # M3AE's crop has no flip
+    ref = tensor_of(F.resized_crop(Image.fromarray(image), top, left, h, w, [24, 24], antialias=True))
+    out = views(item["pixels"][None], item["view_params"][None])["image"][0] * 0.5 + 0.5
+    assert (out - ref).abs().max() <= PX + 1e-4
+
+
+# ---- band stacks (SatMAE++): bicubic crops, flips, right-angle rotations ----
+
+def band_stack(channels: int = 6, side: int = 40, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(smooth_image(side, side, channels, seed).transpose(2, 0, 1).copy()).float() / 255
+
+
+@pytest.mark.parametrize("size", [24, 64])
+def test_band_crops_flips_rotations_equal_torchvisions_bicubic_resized_crop(size):
+    """The worker path (MultispectralAugment): torchvision's bicubic antialiased resized crop on tensors,
+    clamped to [0, 1], then flip and rot90; the same parameters through the batched matrices."""
+    from torchvision.transforms import InterpolationMode
+
+    from ssl_platform.data.transforms import MultispectralAugment
+
+    workers, views = MultispectralAugment(size=size, min_scale=0.3).for_device()
+    stacks = [band_stack(seed=s) for s in range(6)]
+    items = [workers.seeded(x, seed=20 + i) for i, x in enumerate(stacks)]
+    batch = stack_device_inputs(items)
+    out = views(batch["pixels"], batch["view_params"])["image"]
+    assert out.shape == (6, 6, size, size)
+    assert {int(r) for item in items for r in item["view_params"][:, dv.ROTATE]} <= {0, 1, 2, 3}
+    for i, (x, item) in enumerate(zip(stacks, items)):
+        p = item["view_params"][0]
+        top, left, h, w = (int(v) for v in p[:4])
+        ref = F.resized_crop(x, top, left, h, w, [size, size], interpolation=InterpolationMode.BICUBIC,
+                             antialias=True).clamp(0, 1)
+        ref = ref.flip(-1) if p[dv.FLIP] else ref
+        ref = torch.rot90(ref, int(p[dv.ROTATE]), dims=(-2, -1))
+        assert (out[i] - ref).abs().max() <= 1e-4, i
+
+
+def test_rotations_are_uniform_over_the_four_turns():
+    views = DeviceViews(None, 0, n_views=1, min_scale=None, mean=None, std=None, rotate=True)
+    turns = draws(views, 8, 8)[:, dv.ROTATE].long()
+    assert stats.chisquare(torch.bincount(turns, minlength=4).numpy()).pvalue > 1e-3
+
+
+def test_band_stacks_without_size_keep_their_size_and_values_up_to_flip_and_rotation():
+    from ssl_platform.data.transforms import MultispectralAugment
+
+    workers, views = MultispectralAugment().for_device()
+    x = band_stack(side=16)
+    item = workers.seeded(x, seed=4)
+    out = views(item["pixels"][None], item["view_params"][None])["image"][0]
+    p = item["view_params"][0]
+    ref = torch.rot90(x.flip(-1) if p[dv.FLIP] else x, int(p[dv.ROTATE]), dims=(-2, -1))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+# ---- decoding on the device: the workers only read the files ----
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """Two classes of JPEGs and PNGs of different sizes."""
+    for i in range(6):
+        folder = tmp_path / "photos" / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray(smooth_image(30 + 7 * i, 44 - 3 * i, seed=i))
+        image.save(folder / f"{i}.jpg", quality=95) if i % 3 else image.save(folder / f"{i}.png")
+    return tmp_path / "photos"
+
+
+def test_decoding_on_the_device_gives_the_views_of_decoding_in_the_workers(photo_folder):
+    from ssl_platform.data.collate import TransformedDataset
+    from ssl_platform.data.datasets import ImageFolder
+
+    transform = SimCLRViews(24, 3, load_size=32)
+    workers, batch_views = device_halves(transform, None)[:2]
+    stored = stack_device_inputs([TransformedDataset(ImageFolder(photo_folder), workers)[(i, 50 + i)] for i in range(6)])
+    files = stack_device_inputs([TransformedDataset(ImageFolder(photo_folder, encoded=True), workers)[(i, 50 + i)]
+                                 for i in range(6)])
+    assert isinstance(files["encoded"], list) and "pixels" not in files  # bytes stay on the host until decoded
+    assert torch.equal(files["view_params"], stored["view_params"])  # sizes from the headers: the same draws
+    a, b = batch_views(stored), batch_views(files)
+    for v in range(2):
+        # PIL's and torch's resize to the stored square differ by rounding (<= 1 level before the views)
+        diff = (a["views"][v] - b["views"][v]).abs() * torch.tensor(transform.device_views.std).view(1, 3, 1, 1)
+        assert diff.max() <= 3 * PX and diff.mean() <= 0.5 * PX
+
+
+def test_decoding_on_the_device_needs_load_size(photo_folder):
+    from ssl_platform.data.datasets import ImageFolder
+
+    workers, _ = SimCLRViews(24, 3).for_device()
+    with pytest.raises(ValueError, match="data.transform.load_size"):
+        workers.seeded(ImageFolder(photo_folder, encoded=True)[0][0], seed=0)

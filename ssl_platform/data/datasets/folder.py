@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ssl_platform.data.datasets.base import balanced_subset
 from ssl_platform.data.root import resolve_root
+from ssl_platform.data.transforms.device_inputs import EncodedImage
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MODES = {1: "L", 3: "RGB"}
@@ -77,12 +78,17 @@ class ImageFolder:
     Items are `(PIL image in mode "RGB" or "L" per `channels`, label)`. An image that cannot
     be decoded raises an error naming its path: a silently skipped file would change the data.
 
+    With `encoded` (set by `sslp pretrain` for `data.views_on: device` on a GPU) items are
+    `(EncodedImage, label)`: the file's bytes and the size from its header, not decoded: the training
+    device decodes the batch (`torchvision.io.decode_jpeg` on CUDA), and the workers only read files.
+
     Args:
         root: the directory (see the layouts).
         extensions: file suffixes that count as images (case-insensitive).
         channels: 3 (convert to RGB) or 1 (convert to L).
         limit: keep a class-balanced subset of this many images.
         seed: seed of that subset.
+        encoded: items hold the undecoded file (see above).
     """
 
     def __init__(
@@ -92,11 +98,12 @@ class ImageFolder:
         channels: int = 3,
         limit: int | None = None,
         seed: int = 0,
+        encoded: bool = False,
     ):
         if channels not in MODES:
             raise ValueError(f"ImageFolder: channels must be one of {list(MODES)}, got {channels}")
         self.root = resolve_root(root)  # relative: under the data root, then the working directory (data/root.py)
-        self.channels = channels
+        self.channels, self.encoded = channels, encoded
         paths, labels, self.classes = scan_folder(self.root, tuple(e.lower() for e in extensions))
         keep = balanced_subset(np.asarray(labels), limit, seed)
         # a numpy string array, not a list of Paths: DataLoader workers would otherwise copy every
@@ -109,12 +116,24 @@ class ImageFolder:
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         path = str(self.paths[index])
+        if self.encoded:
+            return self._encoded(path), int(self.targets[index])
         try:
             with Image.open(path) as image:
                 image = image.convert(MODES[self.channels])  # convert() decodes, so damage shows up here
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
             raise OSError(f"ImageFolder: cannot read image {path} ({err}); fix or remove the file") from err
         return image, int(self.targets[index])
+
+    def _encoded(self, path: str) -> EncodedImage:
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+            with Image.open(path) as image:  # reads the header only: the size and the format
+                size, jpeg = image.size, image.format == "JPEG"
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            raise OSError(f"ImageFolder: cannot read image {path} ({err}); fix or remove the file") from err
+        return EncodedImage(data, size, jpeg)
 
     def sample_source(self, index: int) -> str:
         """The image file of item `index` (named by `TransformedDataset`'s bad-sample errors and skip log)."""

@@ -3,7 +3,8 @@
 `data.views_on: device` splits an image transform in two. The loader's workers only read the image,
 convert it to the transform's channels, bring it to one fixed size as `uint8` and draw this sample's view
 parameters from a generator seeded by (seed, epoch, index), exactly as the worker path seeds its draws, so
-a resumed run sees the same views. The pixels are then made on the training device for the whole batch:
+a resumed run sees the same views (that half is `device_inputs.py`; `DeviceViews.draw` is its draw).
+The pixels are then made on the training device for the whole batch:
 `DeviceViews` crops, resizes, flips, jitters, grays, blurs, solarises and normalises every view of every
 sample in a handful of batched kernels. The parameters are the worker path's (lightly's order and ranges
 as `SimCLRViews` builds them, torchvision's crop rule); `tests/data/test_device_views.py` checks the
@@ -33,19 +34,18 @@ import math
 from collections.abc import Sequence
 
 import kornia
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import default_collate
-
-MODES = {1: "L", 3: "RGB"}
 
 # columns of one view's parameter row (`DeviceViews.draw` -> [n_views, N_PARAMS])
 TOP, LEFT, HEIGHT, WIDTH, FLIP, JITTER, BRIGHT, CONTRAST, SAT, HUE = range(10)
 ORDER = slice(10, 14)  # the colour ops' order: ORDER[p] is the op (0 b, 1 c, 2 s, 3 h) at position p
-GRAY, BLUR, SIGMA, SOLARIZE, SRC_H, SRC_W = range(14, 20)
-N_PARAMS = 20
+GRAY, BLUR, SIGMA, SOLARIZE, SRC_H, SRC_W, ROTATE = range(14, 21)
+N_PARAMS = 21
+# one view's uniforms (`DeviceViews.draw`): 10 crop tries x (area, aspect, top, left), then the rest
+U_CROP, U_FLIP, U_JITTER, U_FACTORS, U_ORDER = slice(0, 40), 40, 41, slice(42, 46), slice(46, 50)
+U_GRAY, U_BLUR, U_SIGMA, U_SOLARIZE, U_ROTATE = 50, 51, 52, 53, 54
+N_UNIFORMS = 55
 IDENTITY = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation, hue factors that change nothing
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's "L" and torchvision's rgb_to_grayscale
 
@@ -59,10 +59,11 @@ class DeviceViews:
     """`n_views` augmented views of a batch of uint8 images, parameters per sample (see the module docstring).
 
     Args:
-        size: output side in pixels.
-        channels: 1 or 3 (the images' channels).
+        size: output side in pixels; None: the stored images' side (square images, no crop).
+        channels: the images' channels (1 or 3 for the colour operations; any number for band stacks).
         n_views: views per image.
-        min_scale: smallest crop area relative to the image (torchvision's RandomResizedCrop scale[0]).
+        min_scale: smallest crop area relative to the image (torchvision's RandomResizedCrop scale[0]);
+            None: no crop, the whole image is resized to `size` (aspect not kept, as a plain resize).
         ratio: range of the crop's aspect ratio (log-uniform).
         hflip_prob: probability of a horizontal flip.
         cj_prob: probability of colour jitter.
@@ -71,65 +72,86 @@ class DeviceViews:
         gray_prob: probability of converting to grayscale (3 channels).
         blur_prob: probability of a Gaussian blur; `blur_sigmas` its (min, max) sigma in pixels.
         solarize_prob: probability of inverting the pixels >= 0.5 (lightly's threshold 128).
-        mean, std: per-channel normalisation.
+        mean, std: per-channel normalisation; None: none (band stacks already scaled to [0, 1]).
+        interpolation: "bilinear" or "bicubic" (both antialiased when shrinking, as PIL and torchvision's
+            `antialias=True`: bicubic is the Keys kernel with a = -0.5).
+        rotate: also a random multiple of 90 degrees per view (aerial images have no up), after the flip.
         key: the batch key of the output: "views" (a list of `n_views` tensors) or "image" (one tensor;
             n_views must be 1).
     """
 
-    def __init__(self, size: int, channels: int, n_views: int = 2, min_scale: float = 0.08,
+    def __init__(self, size: int | None, channels: int, n_views: int = 2, min_scale: float | None = 0.08,
                  ratio: Sequence[float] = (3 / 4, 4 / 3), hflip_prob: float = 0.5, cj_prob: float = 0.0,
                  brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0,
                  gray_prob: float = 0.0, blur_prob: float = 0.0, blur_sigmas: Sequence[float] = (0.1, 2.0),
-                 solarize_prob: float = 0.0, mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,),
+                 solarize_prob: float = 0.0, mean: Sequence[float] | None = (0.5,),
+                 std: Sequence[float] | None = (0.5,), interpolation: str = "bilinear", rotate: bool = False,
                  key: str = "views"):
         if key not in ("views", "image") or (key == "image" and n_views != 1):
             raise ValueError(f"DeviceViews: key must be 'views', or 'image' with n_views=1; got {key!r}, {n_views}")
         if channels == 1 and (saturation or hue or gray_prob):
             raise ValueError("DeviceViews: saturation, hue and grayscale mean nothing for 1 channel; set them to 0")
+        if channels not in (1, 3) and (brightness or contrast or saturation or hue or gray_prob):
+            raise ValueError(f"DeviceViews: colour jitter and grayscale need 1 or 3 channels, not {channels}")
+        if interpolation not in KERNELS:
+            raise ValueError(f"DeviceViews: interpolation must be one of {sorted(KERNELS)}, got {interpolation!r}")
+        if size is None and min_scale is not None:
+            raise ValueError("DeviceViews: size=None keeps the stored size and takes no crop; set min_scale=None")
         self.size, self.channels, self.n_views, self.key = size, channels, n_views, key
-        self.scale, self.log_ratio = (min_scale, 1.0), (math.log(ratio[0]), math.log(ratio[1]))
+        self.scale = None if min_scale is None else (min_scale, 1.0)
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.hflip_prob, self.cj_prob, self.gray_prob = hflip_prob, cj_prob, gray_prob
         self.blur_prob, self.blur_sigmas, self.solarize_prob = blur_prob, tuple(blur_sigmas), solarize_prob
         self.ranges = (jitter_range(brightness), jitter_range(contrast), jitter_range(saturation), (-hue, hue))
         # an op whose range is a point is the identity for every sample: skipped
         self.jitter_ops = [k for k, (lo, hi) in enumerate(self.ranges) if hi > lo]
-        self.mean, self.std = list(mean), list(std)
+        self.mean = None if mean is None else list(mean)
+        self.std = None if std is None else list(std)
+        self.kernel, self.rotate = KERNELS[interpolation], rotate
 
     # ---- per sample, in the loader's workers ----
 
     def draw(self, generator: torch.Generator, height: int, width: int) -> Tensor:
-        """One sample's view parameters: [n_views, N_PARAMS] float32, crop boxes in the source's pixels."""
-        return torch.stack([self._draw_view(generator, height, width) for _ in range(self.n_views)])
+        """One sample's view parameters: [n_views, N_PARAMS] float32, crop boxes in the source's pixels.
 
-    def _draw_view(self, g: torch.Generator, height: int, width: int) -> Tensor:
-        row = torch.zeros(N_PARAMS)
-        row[TOP:WIDTH + 1] = torch.tensor(self._crop(g, height, width), dtype=torch.float32)
-        u = torch.rand(7, generator=g)
-        row[FLIP] = float(u[0] < self.hflip_prob)
-        row[JITTER] = float(u[1] < self.cj_prob)
-        factors = torch.rand(4, generator=g)
+        All of a view's randomness is one draw of `N_UNIFORMS` uniforms from `generator` (a handful of
+        torch calls per sample, not one per parameter: this runs per sample in the workers)."""
+        u = torch.rand(self.n_views, N_UNIFORMS, generator=generator, dtype=torch.float64).tolist()
+        return torch.tensor([self._view(row, height, width) for row in u], dtype=torch.float32)
+
+    def _view(self, u: list[float], height: int, width: int) -> list[float]:
+        """One view's parameter row from its uniforms `u` (layout: the `U_*` slices)."""
+        row = [0.0] * N_PARAMS
+        row[TOP:WIDTH + 1] = self._crop(u[U_CROP], height, width)
+        row[FLIP] = float(u[U_FLIP] < self.hflip_prob)
+        row[JITTER] = float(u[U_JITTER] < self.cj_prob)
         for k, (lo, hi) in enumerate(self.ranges):
-            row[BRIGHT + k] = lo + (hi - lo) * factors[k] if row[JITTER] else IDENTITY[k]
-        row[ORDER] = torch.randperm(4, generator=g).float()
-        row[GRAY], row[BLUR], row[SOLARIZE] = float(u[2] < self.gray_prob), float(u[3] < self.blur_prob), \
-            float(u[5] < self.solarize_prob)
-        row[SIGMA] = self.blur_sigmas[0] + (self.blur_sigmas[1] - self.blur_sigmas[0]) * u[4]
-        row[SRC_H], row[SRC_W] = height, width
+            row[BRIGHT + k] = lo + (hi - lo) * u[U_FACTORS][k] if row[JITTER] else IDENTITY[k]
+        # a uniformly random order of the 4 ops: the ranks of 4 uniforms (as torch.randperm(4))
+        keys = u[U_ORDER]
+        row[ORDER] = [float(op) for op in sorted(range(4), key=keys.__getitem__)]
+        row[GRAY] = float(u[U_GRAY] < self.gray_prob)
+        row[BLUR] = float(u[U_BLUR] < self.blur_prob)
+        row[SIGMA] = self.blur_sigmas[0] + (self.blur_sigmas[1] - self.blur_sigmas[0]) * u[U_SIGMA]
+        row[SOLARIZE] = float(u[U_SOLARIZE] < self.solarize_prob)
+        row[SRC_H], row[SRC_W] = float(height), float(width)
+        row[ROTATE] = float(min(int(u[U_ROTATE] * 4), 3)) if self.rotate else 0.0  # as torch.randint(4)
         return row
 
-    def _crop(self, g: torch.Generator, height: int, width: int) -> tuple[int, int, int, int]:
+    def _crop(self, u: list[float], height: int, width: int) -> list[float]:
         """torchvision's RandomResizedCrop rule: 10 tries of a random area and log-uniform aspect, then the
-        largest centred crop within the ratio range. Returns (top, left, height, width)."""
+        largest centred crop within the ratio range. `u`: 40 uniforms (4 per try). Returns (top, left, h, w)."""
+        if self.scale is None:
+            return [0, 0, height, width]
         area = height * width
-        tries = torch.rand(10, 2, generator=g, dtype=torch.float64)
-        positions = torch.rand(10, 2, generator=g, dtype=torch.float64)
-        for (ua, ur), (ut, ul) in zip(tries.tolist(), positions.tolist()):
+        for t in range(10):
+            ua, ur, ut, ul = u[4 * t:4 * t + 4]
             target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * ua)
             aspect = math.exp(self.log_ratio[0] + (self.log_ratio[1] - self.log_ratio[0]) * ur)
             w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
             if 0 < w <= width and 0 < h <= height:
                 # uniform integer positions, as torch.randint(0, H - h + 1)
-                return min(int(ut * (height - h + 1)), height - h), min(int(ul * (width - w + 1)), width - w), h, w
+                return [min(int(ut * (height - h + 1)), height - h), min(int(ul * (width - w + 1)), width - w), h, w]
         in_ratio, lo, hi = width / height, math.exp(self.log_ratio[0]), math.exp(self.log_ratio[1])
         if in_ratio < lo:
             w, h = width, round(width / lo)
@@ -137,7 +159,7 @@ class DeviceViews:
             h, w = height, round(height * hi)
         else:
             w, h = width, height
-        return (height - h) // 2, (width - w) // 2, h, w
+        return [(height - h) // 2, (width - w) // 2, h, w]
 
     # ---- per batch, on the training device ----
 
@@ -154,15 +176,21 @@ class DeviceViews:
         """
         b, v = params.shape[:2]
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float()
+        c, size = x.shape[1], self.size or x.shape[-1]
         p = params.to(x.device, torch.float32).reshape(b * v, N_PARAMS)
-        rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], self.size)  # [BV, size, S]
-        cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], self.size)  # [BV, size, S']
+        rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], size, self.kernel)  # [BV, size, S]
+        cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], size, self.kernel)  # [BV, size, S']
         cols = torch.where(p[:, FLIP, None, None] > 0, cols.flip(-2), cols)
         # [B, 1, C, S, S'] -> [B, V, C, size, size]: every view of a sample reads the same pixels
-        out = rows.view(b, v, 1, self.size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, self.size, -1).transpose(-1, -2)
-        out = self._colour(out.reshape(b * v, self.channels, self.size, self.size).clamp_(0, 1), p)
-        out = (out - out.new_tensor(self.mean).view(1, -1, 1, 1)) / out.new_tensor(self.std).view(1, -1, 1, 1)
-        out = out.view(b, v, self.channels, self.size, self.size)
+        out = rows.view(b, v, 1, size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, size, -1).transpose(-1, -2)
+        out = out.reshape(b * v, c, size, size).clamp_(0, 1)  # bicubic overshoots [0, 1]
+        if self.rotate:
+            turns = p[:, ROTATE, None, None, None]
+            out = sum(torch.where(turns == k, torch.rot90(out, k, dims=(-2, -1)), 0.0) for k in range(4))
+        out = self._colour(out, p)
+        if self.mean is not None:
+            out = (out - out.new_tensor(self.mean).view(1, -1, 1, 1)) / out.new_tensor(self.std).view(1, -1, 1, 1)
+        out = out.view(b, v, c, size, size)
         return {"image": out[:, 0]} if self.key == "image" else {"views": list(out.unbind(1))}
 
     def _colour(self, x: Tensor, p: Tensor) -> Tensor:
@@ -188,13 +216,30 @@ def _largest_odd(n: int) -> int:
     return n if n % 2 else n - 1
 
 
-def _resample_matrix(start: Tensor, length: Tensor, source: Tensor, stored: int, out: int) -> Tensor:
-    """Per-view 1-D resampling weights of a crop, PIL's antialiased bilinear filter.
+def _triangle(x: Tensor) -> Tensor:
+    """The bilinear filter (support 1)."""
+    return (1 - x.abs()).clamp(min=0)
+
+
+def _cubic(x: Tensor) -> Tensor:
+    """The Keys cubic filter with a = -0.5 (support 2), PIL's and torch's antialiased bicubic."""
+    a, t = -0.5, x.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t <= 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
+
+
+KERNELS = {"bilinear": _triangle, "bicubic": _cubic}
+
+
+def _resample_matrix(start: Tensor, length: Tensor, source: Tensor, stored: int, out: int,
+                     kernel=_triangle) -> Tensor:
+    """Per-view 1-D resampling weights of a crop, PIL's antialiased filters.
 
     The crop [start, start + length) of a source axis of `source` pixels, held in `stored` pixels, becomes
     `out` pixels: output pixel o is centred at start + (o + 0.5) * length / out (source pixels), its weights
-    are the triangle filter widened by the shrink factor (antialiasing, as PIL's resize), restricted to the
-    crop's pixels and normalised to sum 1.
+    are the filter (`kernel`: triangle or cubic) widened by the shrink factor (antialiasing, as PIL's
+    resize), restricted to the crop's pixels and normalised to sum 1.
 
     Args:
         start, length, source: [N] crop start, crop length and axis length, in source pixels.
@@ -210,10 +255,10 @@ def _resample_matrix(start: Tensor, length: Tensor, source: Tensor, stored: int,
     support = scale.clamp(min=1.0)
     centre = start[:, None] + (torch.arange(out, device=start.device) + 0.5) * scale[:, None]  # [N, out]
     k = torch.arange(stored, device=start.device) + 0.5  # pixel centres
-    w = (1 - ((k - centre[..., None]) / support[:, None, None]).abs()).clamp(min=0)  # [N, out, stored]
+    w = kernel((k - centre[..., None]) / support[:, None, None])  # [N, out, stored]
     inside = (k >= start.floor()[:, None]) & (k <= (start + length).ceil()[:, None])  # the crop's pixels
     w = w * inside[:, None, :]
-    return w / w.sum(-1, keepdim=True).clamp(min=1e-12)
+    return w / w.sum(-1, keepdim=True)
 
 
 def _gray(x: Tensor) -> Tensor:
@@ -246,55 +291,3 @@ def _hue(x: Tensor, f: Tensor) -> Tensor:
 
 
 _JITTER = (_brightness, _contrast, _saturation, _hue)
-
-
-class DeviceViewInputs:
-    """The workers' half of `data.views_on: device`: an image in, its uint8 pixels and view parameters out.
-
-    Called by `TransformedDataset` as `seeded(image, seed)`: the parameters come from a generator seeded
-    by the draw's seed (the global RNGs are not touched, so nothing needs forking per sample).
-
-    Args:
-        views: the batch half, whose `draw` gives the parameters.
-        channels: 1 or 3; the image is converted to "L" or "RGB".
-        load_size: side of the stored square image (crops are then taken from it, boxes scaled); None keeps
-            the image's own size, which must then be the same for every image of the data set.
-
-    Returns (from `seeded`):
-        {"pixels": Tensor [channels, S, S'] uint8, "view_params": Tensor [n_views, N_PARAMS] float32}
-    """
-
-    def __init__(self, views: DeviceViews, channels: int, load_size: int | None = None):
-        self.views, self.channels, self.load_size = views, channels, load_size
-
-    def seeded(self, image: Image.Image, seed: int) -> dict[str, Tensor]:
-        image = image if image.mode == MODES[self.channels] else image.convert(MODES[self.channels])
-        width, height = image.size
-        if self.load_size is not None and image.size != (self.load_size, self.load_size):
-            image = image.resize((self.load_size, self.load_size), Image.BILINEAR)
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-        params = self.views.draw(torch.Generator().manual_seed(seed), height, width)
-        return {"pixels": pixels.contiguous(), "view_params": params}
-
-    def __call__(self, image: Image.Image) -> dict[str, Tensor]:
-        """Without a draw seed (a plain iteration): parameters from torch's global RNG."""
-        return self.seeded(image, int(torch.randint(2**62, ())))
-
-
-def stack_device_inputs(items: list[dict]) -> dict:
-    """Collate for `data.views_on: device`: `default_collate`, with the error a user can act on when the
-    stored images differ in size (a folder of photos needs one `load_size`)."""
-    sizes = {tuple(item["pixels"].shape) for item in items}
-    if len(sizes) > 1:
-        shown = ", ".join("x".join(map(str, s[1:])) for s in sorted(sizes)[:3])
-        raise ValueError(f"data.views_on=device needs one stored image size, but a batch holds {shown}; set "
-                         "data.transform.load_size (e.g. 256 for 224 px views), or data.views_on=workers")
-    return default_collate(items)
-
-
-def views_from_batch(views: DeviceViews, batch: dict) -> dict:
-    """The batch the method sees: `pixels` and `view_params` replaced by the views (on their device)."""
-    batch = dict(batch)
-    pixels, params = batch.pop("pixels"), batch.pop("view_params")
-    return {**batch, **views(pixels, params)}

@@ -22,7 +22,8 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 from torchvision.transforms import v2 as T
 
-from ssl_platform.data.transforms.device_views import MODES, DeviceViewInputs, DeviceViews
+from ssl_platform.data.transforms.device_inputs import MODES, DeviceViewInputs
+from ssl_platform.data.transforms.device_views import DeviceViews
 
 # one-channel default: maps [0, 1] to [-1, 1]; dataset statistics can be passed instead
 GRAY_NORMALIZE = {"mean": (0.5,), "std": (0.5,)}
