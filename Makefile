@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEMO_RECIPE := recipes/simclr/resnet18_fmnist_1ep.yaml
-DEMO_RUN    := runs/simclr_resnet18_fmnist_1ep
+DEMO_RECIPE := recipes/simclr/resnet18_fmnist_5ep.yaml
+DEMO_RUN    := runs/simclr_resnet18_fmnist_5ep
+# the demo's architecture for `backbone=random`: a random init with live residual branches (the stronger baseline)
+DEMO_RANDOM := 'random_backbone.channels=[32,64,128,256]' random_backbone.stem_stride=2
 
 .PHONY: venv data test test-fast demo docs clean
 
@@ -39,7 +41,7 @@ test-fast: venv
 
 demo: venv data
 	$(BIN)/python -m ssl_platform pretrain $(DEMO_RECIPE)
-	$(BIN)/python -m ssl_platform eval eval/fmnist_quick.yaml backbone=$(DEMO_RUN),random:$(DEMO_RUN) overwrite=true
+	$(BIN)/python -m ssl_platform eval eval/fmnist_quick.yaml backbone=$(DEMO_RUN),random,random:$(DEMO_RUN) $(DEMO_RANDOM) overwrite=true
 	@echo "TensorBoard logs: $(BIN)/tensorboard --logdir $(DEMO_RUN)/tb"
 
 # the documentation site, built strictly as tests/docs/test_site.py builds it (the dev extra includes mkdocs)

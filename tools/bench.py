@@ -3,6 +3,8 @@
     python tools/bench.py RECIPE [k=v ...] [--steps N]          training throughput: what `sslp bench` prints
     python tools/bench.py eval [--backbone RUN_DIR] [--lambda L] evaluation: L-BFGS probe vs scikit-learn,
                                                                 faiss kNN vs brute-force numpy
+    python tools/bench.py cli [--runs N]                         wall time of the quick commands (`sslp --help`,
+                                                                `sslp zoo list`, `sslp recipes ls`), fresh processes
 
 Training: `ssl_platform.bench` (the same as `sslp bench`): the engine, a plain PyTorch + lightly loop, the
 model step alone and the input pipeline alone on one recipe, their samples/s and ratios, and one JSON line.
@@ -18,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -117,7 +122,32 @@ def bench_eval(backbone_dir: str, lam: float, cache: Path, tol: float) -> dict:
     }
 
 
+CLI_COMMANDS = (["--help"], ["zoo", "list"], ["recipes", "ls"])
+
+
+def bench_cli(runs: int) -> dict:
+    """Median wall seconds of each quick command in a fresh interpreter (what a user waits for), and
+    whether it imported torch."""
+    result = {"git": git_sha()}
+    for args in CLI_COMMANDS:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "ssl_platform", *args], capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "ssl_platform", *args],
+                               capture_output=True, text=True, check=True)
+        result[" ".join(["sslp", *args])] = {"median_s": round(statistics.median(times), 3),
+                                             "imports_torch": bool(re.search(r"\|\s+torch$", probe.stderr, re.MULTILINE))}
+    return result
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["cli"]:
+        parser = argparse.ArgumentParser(prog="bench.py cli")
+        parser.add_argument("--runs", type=int, default=5)
+        print(json.dumps(bench_cli(parser.parse_args(sys.argv[2:]).runs)))
+        return 0
     if sys.argv[1:2] == ["eval"]:
         parser = argparse.ArgumentParser(prog="bench.py eval", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
