@@ -72,7 +72,9 @@ def test_supervised_debug_recipe_learns(tmp_path):
     pretrain.run(cfg)
     logged = rows(tmp_path)
     assert {"train/loss", "train/acc1"} <= set(logged[0])
-    assert logged[-1]["train/loss"] < logged[0]["train/loss"]
+    losses = [row["train/loss"] for row in logged]
+    # the mean of the last 4 steps below that of the first 4: one step's loss is noisy at batch 64
+    assert sum(losses[-4:]) < sum(losses[:4])
     assert (tmp_path / "backbone.safetensors").exists()
 
 

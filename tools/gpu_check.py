@@ -122,7 +122,7 @@ def plan(tiny: bool, cuda: bool, folder: Path) -> list[tuple[str, str, list[str]
         simclr = ["method.backbone=resnet18", "data.transform.size=32", "data.transform.load_size=40",
                   "data.batch_size=8", "data.num_workers=0"]
         ijepa = ["method.backbone=vit_tiny_patch16_224", "method.image_size=64", "method.predictor_dim=96",
-                 "method.predictor_depth=1", "method.min_keep=2", "data.transform.size=64",
+                 "method.predictor_depth=1", "method.min_keep=2", "method.official_collator=false", "data.transform.size=64",
                  "data.transform.load_size=72", "data.batch_size=8", "data.num_workers=0"]
     else:
         simclr = ["data.batch_size=256", "data.num_workers=14"]
