@@ -383,3 +383,18 @@ def test_decoding_on_the_device_needs_load_size(photo_folder):
     workers, _ = SimCLRViews(24, 3).for_device()
     with pytest.raises(ValueError, match="data.transform.load_size"):
         workers.seeded(ImageFolder(photo_folder, encoded=True)[0][0], seed=0)
+
+
+def test_a_damaged_jpeg_decoded_on_the_device_is_named_with_what_to_do(photo_folder):
+    """The header reads (the worker only reads it), the body does not: the batch's decode names the file."""
+    from ssl_platform.data.collate import TransformedDataset
+    from ssl_platform.data.datasets import ImageFolder
+
+    damaged = photo_folder / "c1" / "1.jpg"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:len(data) // 2])  # the header reads, the scan data is cut
+    workers, batch_views = device_halves(SimCLRViews(24, 3, load_size=32), None)[:2]
+    dataset = TransformedDataset(ImageFolder(photo_folder, encoded=True), workers)
+    batch = stack_device_inputs([dataset[(i, i)] for i in range(len(dataset))])
+    with pytest.raises(ValueError, match=r"image .*c1/1\.jpg cannot be decoded .*fix or remove the file"):
+        batch_views(batch)

@@ -269,3 +269,14 @@ def test_recipe_may_read_the_platforms_own_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_PLATFORM_RUNS", str(tmp_path / "runs"))
     cfg = pretrain.load_recipe(DEBUG, ["train.out_dir=${oc.env:SSL_PLATFORM_RUNS}/debug"])
     assert cfg.train.out_dir == f"{tmp_path}/runs/debug"
+
+
+@pytest.mark.parametrize("uri", ["https://tracker.example.com", "http://127.0.0.1:5000", "databricks",
+                                 "s3://bucket/mlruns"])
+def test_a_recipe_cannot_send_mlflow_credentials_to_a_server_of_its_choosing(uri, monkeypatch):
+    """`monitor.loggers` of a shared recipe may name a local MLflow store only: a server would receive the
+    user's MLFLOW_TRACKING_TOKEN from the environment. Refused when the recipe is loaded (and in --dry-run)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "secret-token")
+    debug = Path(__file__).resolve().parents[2] / "recipes/simclr/debug.yaml"
+    with pytest.raises(ConfigError, match=r"is not a local store.*must not choose where your MLflow credentials go"):
+        pretrain.load_recipe(debug, [f"monitor.loggers=[{{name: mlflow, tracking_uri: '{uri}'}}]"])

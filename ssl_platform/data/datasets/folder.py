@@ -133,7 +133,7 @@ class ImageFolder:
                 size, jpeg = image.size, image.format == "JPEG"
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
             raise OSError(f"ImageFolder: cannot read image {path} ({err}); fix or remove the file") from err
-        return EncodedImage(data, size, jpeg)
+        return EncodedImage(data, size, jpeg, path)
 
     def sample_source(self, index: int) -> str:
         """The image file of item `index` (named by `TransformedDataset`'s bad-sample errors and skip log)."""

@@ -27,11 +27,13 @@ MODES = {1: "L", 3: "RGB"}
 @dataclasses.dataclass
 class EncodedImage:
     """An image file not yet decoded (`ImageFolder(encoded=True)`): its bytes, `(width, height)` from its
-    header, and whether it is a JPEG (decoded on the device; other formats on the host, still per batch)."""
+    header, whether it is a JPEG (decoded on the device; other formats on the host, still per batch),
+    and where it comes from (named when it cannot be decoded)."""
 
     data: bytes
     size: tuple[int, int]
     jpeg: bool
+    source: str = ""
 
 
 class DeviceViewInputs:
@@ -122,14 +124,37 @@ def decode(images: list[EncodedImage], channels: int, side: int, device: torch.d
     decoded: list[Tensor | None] = [None] * len(images)
     if jpegs:
         data = [torch.frombuffer(bytearray(images[i].data), dtype=torch.uint8) for i in jpegs]
-        for i, image in zip(jpegs, torchvision.io.decode_jpeg(data, mode=mode, device=device)):
+        try:
+            batch = torchvision.io.decode_jpeg(data, mode=mode, device=device)
+        except RuntimeError as err:  # the batch call does not say which file: find it
+            raise _undecodable(images, jpegs, data, mode, err) from err
+        for i, image in zip(jpegs, batch):
             decoded[i] = image
     for i, image in enumerate(images):
         if not image.jpeg:
-            with Image.open(io.BytesIO(image.data)) as opened:
-                array = np.array(opened.convert(MODES[channels]), dtype=np.uint8)
+            try:
+                with Image.open(io.BytesIO(image.data)) as opened:
+                    array = np.array(opened.convert(MODES[channels]), dtype=np.uint8)
+            except (OSError, ValueError, SyntaxError) as err:
+                raise _bad_file(image, err) from err
             decoded[i] = torch.from_numpy(array.reshape(*array.shape[:2], -1)).permute(2, 0, 1).to(device)
     return torch.stack([
         torch.nn.functional.interpolate(image[None].float(), size=(side, side), mode="bilinear", antialias=True,
                                         align_corners=False).round_().clamp_(0, 255)[0].to(torch.uint8)
         for image in decoded])
+
+
+def _bad_file(image: EncodedImage, err: BaseException) -> ValueError:
+    return ValueError(f"image {image.source or '(unnamed)'} cannot be decoded ({type(err).__name__}: {err}); fix or "
+                      "remove the file (decoded on the device, a bad file cannot be skipped: "
+                      "data.on_bad_sample=skip needs data.views_on=workers)")
+
+
+def _undecodable(images: list[EncodedImage], jpegs: list[int], data: list[Tensor], mode, err: RuntimeError) -> ValueError:
+    """The error naming the first JPEG of the batch that does not decode alone (on the host)."""
+    for i, raw in zip(jpegs, data):
+        try:
+            torchvision.io.decode_jpeg(raw, mode=mode)
+        except RuntimeError as own:
+            return _bad_file(images[i], own)
+    return _bad_file(EncodedImage(b"", (0, 0), True, "of this batch"), err)
