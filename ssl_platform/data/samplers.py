@@ -1,8 +1,10 @@
-"""Samplers. `ResumableSampler` is the engine's: a DistributedSampler order that can start mid-epoch
-and hands every draw its own seed, so augmentations are a pure function of (seed, epoch, index).
+"""Samplers. `ResumableSampler` is the engine's: a global order that can start mid-epoch and hands
+every draw its own seed, so augmentations are a pure function of (seed, epoch, index).
 
 That makes a resumed run see exactly the views an uninterrupted run would have seen, whatever the
-number of data-loader workers, and makes a sample's views the same on any number of processes.
+number of data-loader workers, and makes a sample's views the same on any number of processes. Both
+samplers cut one global schedule into per-rank slices, so the samples of an optimizer step depend on
+the global batch, not on the number of processes (elastic resumption).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from torch.utils.data import DistributedSampler, Sampler
+import torch
+from torch.utils.data import Sampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -19,43 +22,81 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class ResumableSampler(Sampler):
-    """Yields `(index, seed)` pairs: torch's DistributedSampler order, skippable to a position.
+    """Yields `(index, seed)` pairs in the engine's global order, skippable to a position.
+
+    The order is one permutation of the dataset per epoch, drawn from (seed, epoch) alone (torch's
+    `randperm`, as torch's DistributedSampler draws it). Its consecutive runs of `batch_size x
+    num_replicas` samples are the global micro-batches, and rank r takes the r-th `batch_size` of each.
+    So which samples an optimizer step trains on depends on the seed and the global batch only, never
+    on how it is split into processes: a run written by 4 processes x 64 resumes on 2 x 128 and sees
+    exactly the samples an uninterrupted run would have seen.
+
+    `batch_size=1` is torch's DistributedSampler order (rank r takes every num_replicas-th sample):
+    the order runs written before the global order kept, which they keep when resumed.
 
     Args:
-        num_samples: dataset length.
+        num_samples: dataset length N.
         num_replicas, rank: process layout (1, 0 for a single process).
-        shuffle: reshuffle every epoch (`set_epoch`).
+        shuffle: reshuffle every epoch (`set_epoch`); False keeps the dataset order.
         seed: base seed for the order and for the per-draw augmentation seeds.
-        drop_last: drop the tail so every rank gets the same count (no padding duplicates).
+        drop_last: drop the tail that cannot fill a whole global micro-batch (no padding duplicates).
+            False is for evaluation-style passes only: it wraps around to pad the last global
+            micro-batch, as DistributedSampler pads.
+        batch_size: per process; the run of consecutive global positions each rank takes in turn.
     """
 
     def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = True):
+                 seed: int = 0, drop_last: bool = True, batch_size: int = 1):
         super().__init__()
-        self.order = DistributedSampler(range(num_samples), num_replicas=num_replicas, rank=rank,
-                                        shuffle=shuffle, seed=seed, drop_last=drop_last)
-        self.seed = seed
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_samples, self.num_replicas, self.rank = num_samples, num_replicas, rank
+        self.shuffle, self.seed, self.drop_last, self.batch_size = shuffle, seed, drop_last, batch_size
         self.epoch = 0
         self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.order.set_epoch(epoch)
 
     def set_start(self, start: int) -> None:
         """Skip the first `start` draws of this rank's epoch (resuming mid-epoch)."""
         self.start = start
 
+    @property
+    def global_micro_batch(self) -> int:
+        return self.batch_size * self.num_replicas
+
+    def _per_rank(self) -> int:
+        """Draws each rank gets in an epoch."""
+        g = self.global_micro_batch
+        micro = self.num_samples // g if self.drop_last else -(-self.num_samples // g)
+        return micro * self.batch_size
+
     def batches_per_epoch(self, batch_size: int) -> int:
         """Full batches of `batch_size` this rank gets in an epoch (the engine drops a partial one)."""
-        return len(self.order) // batch_size
+        return self._per_rank() // batch_size
 
     def __len__(self) -> int:
-        return len(self.order) - self.start
+        return max(self._per_rank() - self.start, 0)
+
+    def global_order(self) -> np.ndarray:
+        """`[N]` this epoch's permutation of the dataset indices, the same on every rank."""
+        if not self.shuffle:
+            return np.arange(self.num_samples)
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)  # DistributedSampler's seeding, so its order is batch_size=1's
+        return torch.randperm(self.num_samples, generator=g).numpy()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = list(self.order)[self.start:]
-        for index in indices:
+        order = self.global_order()
+        n_micro, b = self._per_rank() // self.batch_size, self.batch_size
+        if n_micro * self.global_micro_batch > len(order):  # drop_last=False: pad by wrapping around
+            order = np.resize(order, n_micro * self.global_micro_batch)
+        # [micro, rank, b]: rank r's draws are the r-th block of every global micro-batch
+        mine = order[: n_micro * self.global_micro_batch].reshape(n_micro, self.num_replicas, b)[:, self.rank]
+        for index in mine.reshape(-1)[self.start:].tolist():
             yield index, sample_seed(self.seed, self.epoch, index)
 
 

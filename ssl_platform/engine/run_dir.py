@@ -40,7 +40,7 @@ EVAL_INTERPOLATION = "bilinear"
 # (data.on_bad_sample: after a run stopped at a bad file, resuming it with `skip` is the fix; the
 # samples it trained on before are the same either way)
 RESUME_MAY_CHANGE = ("train.max_steps", "train.resume", "train.save_every_steps", "train.save_every_minutes",
-                     "train.log_every_steps", "train.collective_timeout_minutes", "data.on_bad_sample",
+                     "train.log_every_steps", "train.log_samples", "train.collective_timeout_minutes", "data.on_bad_sample",
                      "monitor.loggers",  # where metrics are also sent: not a setting of the run
                      "source.", "paper.")  # where the settings come from: documentation, not settings
 
@@ -97,11 +97,21 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 # checkpoint without the key resumes under a recipe that has this value
 ADDED_SINCE = {"data.views_on": "workers"}
 
+# how the global batch is split: these may change on resume when the global batch they make (with the
+# number of processes) stays the same, which `resume_position` checks
+LAYOUT_KEYS = ("data.batch_size", "train.accum_steps")
+
+# the checkpoint's `sample_order`: "global" (ResumableSampler's global micro-batches), or, for checkpoints
+# written before it, "strided" (DistributedSampler's every-world-th sample, which depends on the world size)
+SAMPLE_ORDERS = ("global", "strided")
+
 
 def recipe_differences(saved: dict, current: dict) -> list[str]:
-    """`key: saved -> current` for every recipe key that differs, except those resumption may change."""
+    """`key: saved -> current` for every recipe key that differs, except those resumption may change
+    and the batch layout (`LAYOUT_KEYS`, checked by `resume_position`)."""
     a, b = {**ADDED_SINCE, **_flatten(saved)}, {**ADDED_SINCE, **_flatten(current)}
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE))
+    may_change = RESUME_MAY_CHANGE + LAYOUT_KEYS
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(may_change))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys]
 
 
@@ -115,8 +125,8 @@ def load_resume_state(out_dir: Path, resume: str, recipe: dict | None) -> dict |
 
     Raises:
         FileExistsError: resume is never and out_dir already holds a checkpoint.
-        ValueError: the recipe changed in a key outside `RESUME_MAY_CHANGE`, or the number of
-            processes changed (either would make the resumed run differ from one never stopped).
+        ValueError: the recipe changed in a key outside `RESUME_MAY_CHANGE` and `LAYOUT_KEYS` (it would
+            make the resumed run differ from one never stopped; `resume_position` checks the layout).
     """
     last = out_dir / "checkpoints" / "last.pt"
     if resume == "never":
@@ -136,12 +146,64 @@ def load_resume_state(out_dir: Path, resume: str, recipe: dict | None) -> dict |
                 f"cannot resume {path}: the recipe changed since it was written ({'; '.join(diff)}). "
                 f"Only {', '.join(RESUME_MAY_CHANGE)} may change; use another train.out_dir for a new run."
             )
-    if state["world_size"] != distributed.world_size():
-        raise ValueError(
-            f"{path} was written by {state['world_size']} processes and this run has {distributed.world_size()}; "
-            "the data order would change. Resume with the same number of processes, or start a new out_dir."
-        )
     return state
+
+
+def resume_position(state: dict, path: Path, batch_size: int, accum_steps: int, world: int,
+                    fixed_micro_batch: bool = False) -> tuple[int, str]:
+    """Where this run's layout continues the checkpoint's epoch: `(micro_in_epoch, sample_order)`.
+
+    A run may resume on another number of processes (elastic resumption) when its global batch
+    (batch_size x processes x accum_steps) is the checkpoint's: the sample order depends on the
+    global batch alone (`ResumableSampler`), and a checkpoint sits on an optimizer-step boundary, so
+    the samples done so far map onto whole micro-steps of the new layout.
+
+    Args:
+        state: the checkpoint's train state.
+        path: the checkpoint (for messages).
+        batch_size, accum_steps, world: this run's layout.
+        fixed_micro_batch: the method's own batch sampler fixes the global micro-batch (batch_size x
+            processes; G-SimCLR's distinct-label batches), so only that split may change.
+
+    Raises:
+        ValueError: the layout change would change the order, saying which keys to set instead.
+    """
+    old_world = state["world_size"]
+    old_data = (state.get("recipe") or {}).get("data", {})
+    old_train = (state.get("recipe") or {}).get("train", {})
+    layout = state.get("layout") or {"batch_size": old_data.get("batch_size", batch_size),
+                                     "accum_steps": old_train.get("accum_steps", accum_steps)}
+    old_b, old_accum = layout["batch_size"], layout["accum_steps"]
+    order = state.get("sample_order", "strided")
+    old, new = (old_b, old_world, old_accum), (batch_size, world, accum_steps)
+    if old == new:
+        return state["micro_in_epoch"], order
+    if order == "strided":
+        raise ValueError(
+            f"{path} was written before runs could change their layout (data.batch_size {old_b} x {old_world} "
+            f"processes x train.accum_steps {old_accum}; this run: {batch_size} x {world} x {accum_steps}): its "
+            "sample order depends on the number of processes. Resume it with that layout, or start a new out_dir."
+        )
+    old_global, new_global = old_b * old_world * old_accum, batch_size * world * accum_steps
+    split = f"data.batch_size {old_b} x {old_world} processes x train.accum_steps {old_accum}"
+    if fixed_micro_batch and old_b * old_world != batch_size * world:
+        per_process = old_b * old_world / world
+        raise ValueError(
+            f"cannot resume {path} with data.batch_size {batch_size} x {world} processes: this method's batch "
+            f"sampler builds each global micro-batch of {old_b * old_world} ({split}) as a whole, so that product "
+            f"must stay; set data.batch_size={per_process:g}" + ("" if per_process.is_integer() else
+                                                                " (not a whole number: use another process count)"))
+    if old_global != new_global:
+        need = old_global / (world * accum_steps)
+        hint = (f"set data.batch_size={need:g}" if need.is_integer() else
+                f"choose data.batch_size and train.accum_steps with batch_size x {world} x accum_steps = {old_global}")
+        raise ValueError(
+            f"cannot resume {path} with global batch {new_global} (data.batch_size {batch_size} x {world} processes "
+            f"x train.accum_steps {accum_steps}): it was written with {old_global} ({split}), and the global batch "
+            f"fixes the sample order and the lr schedule; {hint}, or start a new out_dir"
+        )
+    done = state["micro_in_epoch"] * old_b * old_world  # samples of this epoch already trained on
+    return done // (batch_size * world), order
 
 
 def save_last(out_dir: Path, state: dict[str, Any], saved_step: int) -> None:

@@ -48,7 +48,15 @@ from ssl_platform.engine.preemption import (
     stop_workers,
 )
 from ssl_platform.engine.rng import rng_state, seed_everything, set_rng_state
-from ssl_platform.engine.run_dir import export_once, load_resume_state, own_run_dir, save_last, start_run_dir
+from ssl_platform.engine.run_dir import (
+    export_once,
+    load_resume_state,
+    own_run_dir,
+    resume_position,
+    save_last,
+    start_run_dir,
+)
+from ssl_platform.engine.sample_log import SampleLog
 from ssl_platform.engine.schedules import cosine, warmup_cosine
 from ssl_platform.engine.step_flags import StepFlags
 
@@ -81,14 +89,17 @@ class TrainConfig:
     save_every_steps: int = option(500, ge=1)
     save_every_minutes: float | None = option(None, gt=0)  # also save once this long passed since the last save
     log_every_steps: int = option(10, ge=1)
+    log_samples: bool = False  # <out_dir>/samples/rank<R>.jsonl: every micro-step's sample indices (engine/sample_log.py)
     # a collective waiting longer fails, naming the ranks it waited for; None: $SSLP_COLLECTIVE_TIMEOUT_MINUTES, else 10
     collective_timeout_minutes: float | None = option(None, gt=0)
 
 
 def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
-                  collate_fn: Callable | None, device: torch.device, out_dir: Path) -> tuple[DataLoader, Any]:
+                  collate_fn: Callable | None, device: torch.device, out_dir: Path,
+                  sample_order: str = "global") -> tuple[DataLoader, Any]:
     """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`): the method's
-    `make_batch_sampler` (when it decides what a batch holds), or when it gives None `ResumableSampler`'s shuffle."""
+    `make_batch_sampler` (when it decides what a batch holds), or when it gives None `ResumableSampler`'s shuffle
+    (`sample_order` "strided": the order of runs written before the global order, see run_dir.SAMPLE_ORDERS)."""
     common = {
         "num_workers": num_workers, "collate_fn": collate_fn or collate, "pin_memory": device.type == "cuda",
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
@@ -101,7 +112,7 @@ def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_s
     if sampler is not None:
         return DataLoader(dataset, batch_sampler=sampler, **common), sampler
     sampler = ResumableSampler(len(dataset), distributed.world_size(), distributed.rank(), shuffle=True,
-                               seed=cfg.seed, drop_last=True)
+                               seed=cfg.seed, drop_last=True, batch_size=batch_size if sample_order == "global" else 1)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common), sampler
 
 
@@ -189,7 +200,8 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     optimizer = _build_optimizer(method, make_optimizer, global_batch, cfg.lr_scaling)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    loader, sampler = _train_loader(method, dataset, cfg, batch_size, num_workers, collate_fn, device, out_dir)
+    order = "global" if state is None else state.get("sample_order", "strided")
+    loader, sampler = _train_loader(method, dataset, cfg, batch_size, num_workers, collate_fn, device, out_dir, order)
     micro_per_epoch = sampler.batches_per_epoch(batch_size)
     steps_per_epoch = micro_per_epoch // cfg.accum_steps
     if steps_per_epoch == 0:
@@ -205,8 +217,18 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         load_state_strict(method, state["method"], f"checkpoint {out_dir / 'checkpoints' / 'last.pt'}")
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        step, epoch, micro_done = state["step"], state["epoch"], state["micro_in_epoch"]
-        set_rng_state(state["rng"][distributed.rank()])
+        step, epoch = state["step"], state["epoch"]
+        micro_done, order = resume_position(state, out_dir / "checkpoints" / "last.pt", batch_size, cfg.accum_steps,
+                                            world, fixed_micro_batch=not isinstance(sampler, ResumableSampler))
+        if state["world_size"] == world:
+            set_rng_state(state["rng"][distributed.rank()])
+        else:
+            # no rank of the checkpoint is this rank: the views keep their per-sample seeds, while the
+            # model's own draws (masks, dropout) continue from a seed of (seed, rank, step)
+            seed_everything(cfg.seed + distributed.rank() + 1_000_003 * step)
+            if distributed.is_main():
+                print(f"[ssl_platform] resuming on {world} processes a run written by {state['world_size']}: "
+                      "same samples and views; the model's random draws (masks, dropout) are reseeded", flush=True)
     else:
         # ranks differ from here on (e.g. random masks); rank 0 keeps the recipe's seed
         seed_everything(cfg.seed + distributed.rank())
@@ -227,6 +249,8 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     last_save = _clock()
 
     flags = StepFlags(out_dir)
+    samples = SampleLog(out_dir, distributed.broadcast_object([step, time.time_ns()]), distributed.rank(), world,
+                        cfg.log_samples)
 
     def save() -> None:
         rng = distributed.all_gather_object(rng_state())
@@ -235,6 +259,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "micro_in_epoch": micro_done,
                 "rng": rng, "world_size": world, "recipe": recipe, "method_class": type(method).__qualname__,
+                "sample_order": order, "layout": {"batch_size": batch_size, "accum_steps": cfg.accum_steps},
             }, saved_step)
         distributed.barrier()
 
@@ -259,6 +284,8 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
             try:
                 batches = itertools.islice(epoch_iter, steps_per_epoch * cfg.accum_steps - micro_done)
                 for batch in prefetch(batches, device, cfg.channels_last, batch_transform):
+                    if cfg.log_samples and isinstance(batch, dict) and "index" in batch:
+                        samples.record(epoch, step, micro_done % cfg.accum_steps, batch["index"])
                     micro_done += 1
                     last_micro = micro_done % cfg.accum_steps == 0
                     progress.update(step + 1)

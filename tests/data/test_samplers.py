@@ -93,6 +93,39 @@ def test_ranks_partition_the_data(replicas, n):
     assert len(union) == n - n % replicas
 
 
+def global_micro_batches(n, replicas, batch_size, epoch=1, start=0):
+    """Each global micro-batch as the ranks' blocks in rank order (what NT-Xent gathers), per micro-step."""
+    per_rank = []
+    for rank in range(replicas):
+        sampler = ResumableSampler(n, num_replicas=replicas, rank=rank, seed=7, batch_size=batch_size)
+        sampler.set_epoch(epoch)
+        sampler.set_start(start)
+        per_rank.append(indices(sampler))
+    micro = len(per_rank[0]) // batch_size
+    return [[i for r in per_rank for i in r[m * batch_size:(m + 1) * batch_size]] for m in range(micro)]
+
+
+@pytest.mark.parametrize("n", [96, 101])
+def test_global_order_depends_on_the_global_batch_not_on_its_split(n):
+    """4 x 4, 2 x 8 and 1 x 16 make the same global micro-batches: the epoch's permutation cut in 16s."""
+    one = global_micro_batches(n, 1, 16)
+    assert global_micro_batches(n, 2, 8) == global_micro_batches(n, 4, 4) == one
+    sampler = ResumableSampler(n, seed=7, batch_size=16)
+    sampler.set_epoch(1)
+    perm = sampler.global_order().tolist()
+    assert sorted(perm) == list(range(n))
+    assert one == [perm[m * 16:(m + 1) * 16] for m in range(n // 16)]  # the tail short of 16 is dropped
+    # accumulation: 2 micro-steps of 2 x 4 are one optimizer step of the same 16 samples
+    two_by_four = global_micro_batches(n, 2, 4)
+    assert [a + b for a, b in zip(two_by_four[::2], two_by_four[1::2])] == one
+
+
+def test_resuming_on_another_split_continues_the_global_order():
+    """3 micro-steps of 4 x 4 done: 2 x 8 resumes at 3 x 8 draws per rank and sees the rest of the order."""
+    assert global_micro_batches(96, 4, 4)[:3] + global_micro_batches(96, 2, 8, start=3 * 8) == \
+        global_micro_batches(96, 1, 16)
+
+
 def test_seeds_depend_on_seed_epoch_index_only():
     def seed_map(replicas):
         out = {}
