@@ -282,7 +282,8 @@ class ShardDataset:
         encoded: images the source read from files (ImageFolder) come as `EncodedImage` (the file's bytes,
             not decoded), as `ImageFolder(encoded=True)` gives them; `sslp pretrain` sets it for device views
             on a GPU. Every other sample (in-memory images stored as PNG too) comes as the source gave it.
-        max_cache_size: LitData's cache budget (e.g. "50GB") where it downloads whole shards.
+            There is no cache budget: LitData evicts only while it iterates the data itself, and here it is
+            read by index, so an http(s) cache grows to the data set's size (delete the folder to reclaim it).
 
     Attributes:
         targets: the source's targets ([N] int64, -1 unlabelled; float32 or [N, K] as the source had them),
@@ -290,9 +291,8 @@ class ShardDataset:
         schema (how an item is stored; `sslp_shards.json`).
     """
 
-    def __init__(self, source: str, cache_dir: str | None = None, encoded: bool = False,
-                 max_cache_size: str = "50GB"):
-        self.source, self.encoded, self.max_cache_size = str(source), encoded, max_cache_size
+    def __init__(self, source: str, cache_dir: str | None = None, encoded: bool = False):
+        self.source, self.encoded = str(source), encoded
         self.url = remote_url(self.source)
         if self.url is None:
             found = find_data_path(self.source)
@@ -355,8 +355,7 @@ class ShardDataset:
                 self._stream = StreamingDataset(str(self.root), batch_decode=0)
             else:
                 self._stream = StreamingDataset(Dir(path=None, url=self.url), cache_dir=str(self.root / "chunks"),
-                                                index_path=str(self.root / INDEX), max_cache_size=self.max_cache_size,
-                                                batch_decode=0)
+                                                index_path=str(self.root / INDEX), batch_decode=0)
             self._pid = os.getpid()
         return self._stream
 
