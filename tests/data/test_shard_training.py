@@ -1,6 +1,7 @@
 """A run on shards is the run on their source folder: same sample order, same views, same weights, on one
 process and on two (the sharded copy is read map-style by index, so the engine's sampler decides the order)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,25 @@ def test_the_folder_is_written_into_several_shards(folder_and_shards):
     _, shards, _ = folder_and_shards
     chunks = [p for p in shards.iterdir() if p.suffix == ".bin"]
     assert len(chunks) > 1, "8 KB shards of 120 small images make several"
+
+
+@pytest.mark.slow
+def test_an_eval_suite_on_shards_gives_the_numbers_of_its_source(tmp_path):
+    """kNN on the digits suite with both task data sets read from shards: the same results, row for row."""
+    from ssl_platform.data.datasets import Digits
+
+    for split in ("train", "test"):
+        write_shards(Digits(split=split), tmp_path / split, shard_size="16KB")
+    shard = "{{_component_: ssl_platform.data.datasets.ShardDataset, source: {}}}"
+    common = ["eval", "eval/digits.yaml", "backbone=random", "eval.protocols=[knn]", "~noise",
+              "eval.label_fractions=[1.0]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rows = {}
+    for name, extra in {"source": [], "shards": [f"tasks.digits.train={shard.format(tmp_path / 'train')}",
+                                                 f"tasks.digits.test={shard.format(tmp_path / 'test')}"]}.items():
+        proc = subprocess.run([sys.executable, "-m", "ssl_platform", *common, *extra, f"out_dir={tmp_path / name}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows[name] = [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+    assert len(rows["source"]) == 2  # kNN k20 and k200
+    assert rows["source"] == rows["shards"]
