@@ -5,6 +5,8 @@
                                                                 faiss kNN vs brute-force numpy
     python tools/bench.py cli [--runs N]                         wall time of the quick commands (`sslp --help`,
                                                                 `sslp zoo list`, `sslp recipes ls`), fresh processes
+    python tools/bench.py read FOLDER [--workers N] [--items K]   read throughput: an image folder, its shards read
+                                                                locally, the same shards over http
 
 Training: `ssl_platform.bench` (the same as `sslp bench`): the engine, a plain PyTorch + lightly loop, the
 model step alone and the input pipeline alone on one recipe, their samples/s and ratios, and one JSON line.
@@ -14,24 +16,39 @@ Evaluation: features of all 60000 Fashion-MNIST training and 10000 test images (
 the same standardised features, the same objective (C = 1 / (λ n)) and the same tolerance: wall
 time and test accuracy of each; (2) the faiss kNN (k=20, T=0.07) against a brute-force numpy kNN
 (matmul, argpartition, the same exp(sim/T) vote): wall time and whether every prediction agrees.
+
+Read: the raw items of an image folder (`ImageFolder`: open and decode each file), of its shards on a
+local disk (`ShardDataset` on the directory `sslp data shard` writes; written to a temporary directory
+first unless `--shards` names them) and of the same shards over http (served from 127.0.0.1 by the
+server the tests use, read through a cold cache in a temporary directory). No transform: a
+`DataLoader` with `--workers` workers hands out batches of raw `(image, label)` items, in one seeded
+shuffled order (the training order's access pattern: random, not sequential) of the first `--items`
+positions, the same for all three. samples/s is items over the wall time of the whole pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from ssl_platform import bench
+from ssl_platform.data.datasets import ImageFolder, ShardDataset
+from ssl_platform.data.shards import write_shards
 from ssl_platform.provenance import git_sha
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def numpy_knn(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray, k: int, temperature: float,
@@ -142,7 +159,84 @@ def bench_cli(runs: int) -> dict:
     return result
 
 
+def _http_server():
+    """tests/data/http_shards.py (the server the shard tests use), loaded by path: tests/ is not a package."""
+    spec = importlib.util.spec_from_file_location("http_shards", ROOT / "tests" / "data" / "http_shards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _keep(items: list) -> list:
+    """The collate of a raw read: the batch stays a list of items (a module function: workers pickle it)."""
+    return items
+
+
+def read_rate(dataset: Dataset, order: list[int], workers: int, batch: int) -> float:
+    """samples/s of reading `dataset[i]` for every i of `order` through a DataLoader, startup included."""
+    loader = DataLoader(dataset, batch_size=batch, sampler=order, num_workers=workers, collate_fn=_keep)
+    start, seen = time.perf_counter(), 0
+    for items in loader:
+        seen += len(items)
+    elapsed = time.perf_counter() - start
+    if seen != len(order):
+        raise RuntimeError(f"read {seen} items of {len(order)}")
+    return seen / elapsed
+
+
+def bench_read(source: Path, shards: Path | None, workers: int, items: int | None, batch: int,
+               shard_size: str, seed: int = 0) -> dict:
+    """Read throughput of `source` (an image folder), its shards on disk and over http (see the module docstring)."""
+    folder = ImageFolder(source)
+    n = len(folder) if items is None else min(items, len(folder))
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    with tempfile.TemporaryDirectory(prefix="sslp-bench-read-") as tmp:
+        if shards is None:
+            shards = Path(tmp) / "shards"
+            write_shards(folder, shards, shard_size=shard_size, source=str(source))
+        files = sorted(shards.glob("*.bin"))
+        result = {"source": str(source), "items": n, "workers": workers, "batch": batch,
+                  "shards": len(files), "shard_bytes": sum(f.stat().st_size for f in files)}
+        result["folder"] = read_rate(folder, order, workers, batch)
+        local = ShardDataset(str(shards))
+        if len(local) != len(folder):
+            raise ValueError(f"{shards} holds {len(local)} items and {source} {len(folder)}: shards of another "
+                             "folder? Leave out --shards to write them from the folder")
+        result["shards_local"] = read_rate(local, order, workers, batch)
+        with _http_server().serve_directory(shards) as url:
+            remote = ShardDataset(url, cache_dir=str(Path(tmp) / "http_cache"))  # cold: a new directory
+            result["shards_http"] = read_rate(remote, order, workers, batch)
+    for key in ("folder", "shards_local", "shards_http"):
+        result[key] = round(result[key], 1)
+    result.update(git=git_sha(), threads=torch.get_num_threads())
+    return result
+
+
+def read_table(result: dict) -> str:
+    rows = [("folder (ImageFolder)", result["folder"]), ("shards, local directory", result["shards_local"]),
+            ("shards over http, cold cache", result["shards_http"])]
+    head = (f"{result['items']} items, {result['workers']} workers, batch {result['batch']}, "
+            f"{result['shards']} shards of {result['shard_bytes'] / 2**20:.1f} MiB in all")
+    return "\n".join([head, *(f"  {name:<30} {rate:>10.1f} samples/s" for name, rate in rows)])
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["read"]:
+        parser = argparse.ArgumentParser(prog="bench.py read", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("source", type=Path, help="an image folder (ImageFolder's layouts)")
+        parser.add_argument("--shards", type=Path, help="its shards (`sslp data shard`); default: written to a temp dir")
+        parser.add_argument("--shard-size", default="256MB", help="when writing the shards (default 256MB)")
+        parser.add_argument("--workers", type=int, default=0)
+        parser.add_argument("--items", type=int, help="read the first K items (default: all)")
+        parser.add_argument("--batch", type=int, default=64)
+        args = parser.parse_args(sys.argv[2:])
+        if args.workers < 0 or args.batch < 1 or (args.items is not None and args.items < 1):
+            parser.error("--workers must be >= 0, --batch and --items >= 1")
+        result = bench_read(args.source, args.shards, args.workers, args.items, args.batch, args.shard_size)
+        print(read_table(result))
+        print(json.dumps(result))
+        return 0
     if sys.argv[1:2] == ["cli"]:
         parser = argparse.ArgumentParser(prog="bench.py cli")
         parser.add_argument("--runs", type=int, default=5)

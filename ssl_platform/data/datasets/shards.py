@@ -286,9 +286,11 @@ class ShardDataset:
             read by index, so an http(s) cache grows to the data set's size (delete the folder to reclaim it).
 
     Attributes:
-        targets: the source's targets ([N] int64, -1 unlabelled; float32 or [N, K] as the source had them),
-        classes, channels (None when the source had none), kind ("image", "image-text", "graph", ...),
-        schema (how an item is stored; `sslp_shards.json`).
+        targets: the source's targets ([N] int64, -1 unlabelled; float32 or [N, K] as the source had them).
+        classes: the source's class names.
+        channels: the source's channels (None when the source had none).
+        kind: "image", "image-text", "graph", ...
+        schema: how an item is stored (`sslp_shards.json`).
     """
 
     def __init__(self, source: str, cache_dir: str | None = None, encoded: bool = False):
