@@ -47,7 +47,7 @@ from litdata.streaming.writer import BinaryWriter
 from ssl_platform import config
 from ssl_platform.data.datasets.folder import MODES, ImageFolder
 from ssl_platform.data.datasets.pairs import ImageTextPairs
-from ssl_platform.data.datasets.shards import FORMAT, INDEX, META, TARGETS, VERSION
+from ssl_platform.data.datasets.shard_format import FORMAT, INDEX, META, TARGETS, VERSION
 from ssl_platform.data.root import find_data_path
 from ssl_platform.data.transforms.device_inputs import EncodedImage
 

@@ -537,3 +537,16 @@ def test_targets_that_need_pickle_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"\.targets: a numpy array of dtype object cannot be stored without pickle"):
         write_shards(data, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_local_shards_stay_mapped_between_reads_in_a_random_order(tmp_path):
+    """LitData maps a shard file again whenever a read is in another shard than the last; ShardDataset turns
+    on its reader that keeps the files mapped (a litdata that lacks it fails loudly, not slowly)."""
+    shards = small_shards(tmp_path, n=12)
+    data = ShardDataset(shards)
+    assert not data.mapped  # nothing read yet
+    first = [data[i] for i in (11, 0, 7, 3)]
+    assert data.mapped
+    again = ShardDataset(shards)
+    for a, b in zip(first, [again[i] for i in (11, 0, 7, 3)]):
+        assert_same(a, b)
