@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata would otherwise ask PyPI at import
 from litdata.streaming.writer import BinaryWriter
@@ -241,7 +242,8 @@ def _write_items(dataset: Any, out: Path, size: int) -> tuple[dict, list[int]]:
     try:
         if file_mode is not None:
             dataset.encoded = True
-        for i in range(len(dataset)):
+        # one process reads every item: for millions of files this takes minutes, so it shows progress
+        for i in tqdm(range(len(dataset)), desc="shard", unit="item", mininterval=2.0, disable=len(dataset) < 10_000):
             item, leaves = _item(dataset, i, file_mode), []
             node = encode(item, leaves, f"item {i}")
             if schema is None and not leaves:
