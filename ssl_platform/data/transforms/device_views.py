@@ -180,13 +180,21 @@ class DeviceViews:
         p = params.to(x.device, torch.float32).reshape(b * v, N_PARAMS)
         rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], size, self.kernel)  # [BV, size, S]
         cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], size, self.kernel)  # [BV, size, S']
-        cols = torch.where(p[:, FLIP, None, None] > 0, cols.flip(-2), cols)
+        flip_cols = p[:, FLIP] > 0
+        if self.rotate:
+            # rot90 by k turns after the flip, folded into the resampling matrices (a flipped matrix gives
+            # exactly the flipped product): k=1 flips columns then transposes, k=2 flips rows and columns,
+            # k=3 flips rows then transposes. One select per view, not four rotations of the whole batch.
+            turns = p[:, ROTATE]
+            flip_cols = flip_cols ^ ((turns == 1) | (turns == 2))
+            rows = torch.where(((turns == 2) | (turns == 3))[:, None, None], rows.flip(-2), rows)
+        cols = torch.where(flip_cols[:, None, None], cols.flip(-2), cols)
         # [B, 1, C, S, S'] -> [B, V, C, size, size]: every view of a sample reads the same pixels
         out = rows.view(b, v, 1, size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, size, -1).transpose(-1, -2)
         out = out.reshape(b * v, c, size, size).clamp_(0, 1)  # bicubic overshoots [0, 1]
         if self.rotate:
-            turns = p[:, ROTATE, None, None, None]
-            out = sum(torch.where(turns == k, torch.rot90(out, k, dims=(-2, -1)), 0.0) for k in range(4))
+            # contiguous: the select keeps the transposed operand's strides, which the model would then read
+            out = torch.where((turns % 2 == 1)[:, None, None, None], out.transpose(-1, -2), out).contiguous()
         out = self._colour(out, p)
         if self.mean is not None:
             out = (out - out.new_tensor(self.mean).view(1, -1, 1, 1)) / out.new_tensor(self.std).view(1, -1, 1, 1)
