@@ -186,3 +186,21 @@ def test_bad_inputs_are_refused_with_what_to_do():
         GuidedBatchSampler(np.arange(100), 100, 4, num_replicas=2, rank=2)
     with pytest.raises(RuntimeError, match="call set_labels"):
         list(GuidedBatchSampler(None, 100, 4))
+
+
+@pytest.mark.parametrize("remainder", ["fill", "drop"])
+def test_the_same_global_micro_batch_split_over_other_ranks_gives_the_same_batches(remainder):
+    """Elastic resumption: 4 x 16 and 2 x 32 (global 64) build the same distinct-label global batches, and 2 x 32
+    resumed after 5 batches continues them exactly."""
+    labels = uneven_labels(3_000, 200, seed=6)
+
+    def epoch(batch_size, world, start=0):
+        samplers = ranks(labels, batch_size, world, seed=2, remainder=remainder)
+        for s in samplers:
+            s.set_epoch(1)
+            s.set_start(start * batch_size)
+        return global_batches_from_ranks(samplers)
+
+    four = epoch(16, 4)
+    assert len(four) > 10 and four == epoch(32, 2) == epoch(64, 1)
+    assert four[:5] + epoch(32, 2, start=5) == four
