@@ -183,6 +183,14 @@ def test_a_dataset_root_that_does_not_exist(cwd, tmp_path):
         f"data.dataset.root={tmp_path / 'nope'}: not found (an absolute path is used as it is); fix the path"]
 
 
+def test_a_missing_local_shard_folder_is_named_before_any_work_and_a_url_is_left_to_the_reader(cwd, tmp_path):
+    shards = "data.dataset={{_component_: ssl_platform.data.datasets.ShardDataset, source: {}}}"
+    recipe = ROOT / "recipes/simclr/debug.yaml"
+    assert problems(recipe, [shards.format(tmp_path / "nope")]) == [
+        f"data.dataset.source={tmp_path / 'nope'}: not found (an absolute path is used as it is); fix the path"]
+    assert problems(recipe, [shards.format("https://example.org/shards")]) == []
+
+
 def test_a_data_root_variable_that_names_no_directory(cwd, tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_PLATFORM_DATA", str(tmp_path / "empty"))
     assert problems(ROOT / "recipes/simclr/resnet18_fmnist_1ep.yaml", []) == [

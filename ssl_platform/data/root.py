@@ -132,6 +132,15 @@ def _reads_data_root(component: str, prepared: Collection[str]) -> tuple[bool, s
     return takes_root, named.group(1) if named and named.group(1) in prepared else None
 
 
+def _own_path_keys(component: str) -> tuple[str, ...]:
+    """Kwargs a component names as data paths beyond `DATA_PATH_KEYS` (its `DATA_PATHS`, e.g. ShardDataset's
+    `source`, a name other components use for things that are not paths)."""
+    try:
+        return tuple(getattr(config.locate(component), "DATA_PATHS", ()))
+    except config.ConfigError:  # unknown names fail the recipe's own validation
+        return ()
+
+
 def data_problems(nodes: Mapping[str, Any], prepared: Collection[str] = (),
                   will_exist: Collection[str] = ()) -> list[str]:
     """What is missing on disk for the `_component_` nodes of a recipe or suite (plain values).
@@ -156,9 +165,11 @@ def data_problems(nodes: Mapping[str, Any], prepared: Collection[str] = (),
     for where, node in nodes.items():
         if not isinstance(node, Mapping) or config.COMPONENT not in node:
             continue
-        for key in DATA_PATH_KEYS:
+        for key in DATA_PATH_KEYS + _own_path_keys(str(node[config.COMPONENT])):
             value = node.get(key)
             if not isinstance(value, str) or value in will_exist or (key == "root" and node.get("download") is True):
+                continue
+            if "://" in value:  # a URL (ShardDataset's s3:// or https:// source): not a path on this disk
                 continue
             if find_data_path(value) is None:
                 missing.setdefault(value, []).append(f"{where}.{key}")

@@ -175,6 +175,8 @@ class ShardDataset:
         schema: how an item is stored (`sslp_shards.json`).
     """
 
+    DATA_PATHS = ("source",)  # checked before any work, like every dataset's root (data/root.py), unless a URL
+
     def __init__(self, source: str, cache_dir: str | None = None, encoded: bool = False):
         self.source, self.encoded = str(source), encoded
         self.url = remote_url(self.source)
