@@ -220,6 +220,11 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
         step, epoch = state["step"], state["epoch"]
         micro_done, order = resume_position(state, out_dir / "checkpoints" / "last.pt", batch_size, cfg.accum_steps,
                                             world, fixed_micro_batch=not isinstance(sampler, ResumableSampler))
+        old_accum = (state.get("layout") or {}).get("accum_steps", cfg.accum_steps)
+        if old_accum != cfg.accum_steps and distributed.is_main():
+            print(f"[ssl_platform] train.accum_steps {old_accum} -> {cfg.accum_steps}: each step trains on the same "
+                  f"samples, {batch_size * world} per forward pass instead of {global_batch // old_accum}; a loss "
+                  "over the batch (contrastive negatives) differs from the uninterrupted run's", flush=True)
         if state["world_size"] == world:
             set_rng_state(state["rng"][distributed.rank()])
         else:

@@ -148,6 +148,22 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_resume_with_accumulation_instead_of_a_larger_batch_continues_the_same_steps(tmp_path, capsys):
+    """Stopped mid-epoch at batch 8, resumed as 2 x 4 (same global batch): the same samples per step, so
+    this batch-split-invariant method ends with the uninterrupted run's weights; the change is announced."""
+    run(tmp_path / "straight", batch_size=8, accum=1)
+    run(tmp_path / "split", batch_size=8, accum=1, max_steps=5)
+    capsys.readouterr()
+    run(tmp_path / "split", batch_size=4, accum=2)
+    assert "train.accum_steps 1 -> 2: each step trains on the same samples, 4 per forward pass instead of 8" \
+        in capsys.readouterr().out
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"global batch 4 .*set data.batch_size=8"):
+        run(tmp_path / "split", batch_size=4, accum=1)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     run(tmp_path / "r", max_steps=3)
     before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
