@@ -6,8 +6,9 @@ Four measurements of one recipe, in one process, one after the other, on this ma
   the step flags, logging), samples/s of each step read from the run's metrics;
 - `plain`: the loop a user writes from lightly's examples, kept here as the reference (`plain_loop`):
   a shuffled `DataLoader` over the same data set with the recipe's transform made per sample in the
-  workers (PIL, torch's own worker seeding), the same method (model and loss), batch and optimizer,
-  `zero_grad / backward / step`, nothing else;
+  workers (PIL, torch's own worker seeding), the same method (model and loss), batch, optimizer and
+  number format (`torch.autocast` where the recipe's `train.precision` asks for it), `zero_grad /
+  backward / step`, nothing else;
 - `model_only`: the method's step alone on one pre-made batch, with the engine's settings (the ceiling:
   what the engine would reach if its input cost nothing);
 - `input_only`: the engine's input pipeline alone (loader, workers, batch transform), samples/s and
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader
 from ssl_platform import config, pretrain
 from ssl_platform.data.collate import TransformedDataset, collate
 from ssl_platform.data.samplers import ResumableSampler
-from ssl_platform.engine.devices import prefetch, resolve_precision, to_device
+from ssl_platform.engine.devices import place_batch_transform, prefetch, resolve_precision, to_device
 from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.rng import seed_everything
 from ssl_platform.provenance import git_sha
@@ -121,7 +122,8 @@ def plain_loop(cfg: DictConfig, steps: int, device: torch.device) -> list[float]
     for _ in range(steps):
         start = time.perf_counter()
         b = to_device(next(batches), device)
-        loss = method(b)["loss"]
+        with _autocast(cfg, device):
+            loss = method(b)["loss"]
         optimizer.zero_grad()
         loss.backward()
         _clip(method, cfg)
@@ -129,6 +131,13 @@ def plain_loop(cfg: DictConfig, steps: int, device: torch.device) -> list[float]
         _sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def _autocast(cfg: DictConfig, device: torch.device) -> torch.autocast:
+    """The recipe's number format for the forward pass, as the engine applies it: every loop of the
+    benchmark computes in the same precision, so no ratio credits bf16 to one side."""
+    amp = resolve_precision(cfg.train.precision, device)
+    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
 
 def _clip(method: torch.nn.Module, cfg: DictConfig) -> None:
@@ -143,11 +152,15 @@ def _cycle(loader: DataLoader) -> Iterator:
         yield from loader
 
 
-def _engine_loader(parts: dict, cfg: DictConfig, device: torch.device) -> DataLoader:
+def _engine_batches(parts: dict, cfg: DictConfig, device: torch.device) -> Iterator:
+    """The engine's input pipeline, endlessly: its loader, with the batch transform where the trainer puts it."""
     dataset = TransformedDataset(parts["dataset"], parts["transform"])
     sampler = ResumableSampler(len(dataset), seed=cfg.train.seed, drop_last=True)
-    return DataLoader(dataset, batch_size=parts["batch_size"], sampler=sampler, drop_last=True,
-                      num_workers=parts["num_workers"], collate_fn=parts["collate"], pin_memory=device.type == "cuda")
+    collate_fn, transform = place_batch_transform(parts["collate"], parts["batch_transform"], device,
+                                                  parts["num_workers"])
+    loader = DataLoader(dataset, batch_size=parts["batch_size"], sampler=sampler, drop_last=True,
+                        num_workers=parts["num_workers"], collate_fn=collate_fn, pin_memory=device.type == "cuda")
+    return prefetch(_cycle(loader), device, bool(cfg.train.channels_last), transform)
 
 
 def model_only(cfg: DictConfig, steps: int, device: torch.device) -> list[float]:
@@ -158,13 +171,12 @@ def model_only(cfg: DictConfig, steps: int, device: torch.device) -> list[float]
     if channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = _optimizer(cfg, method, parts["batch_size"])
-    amp = resolve_precision(cfg.train.precision, device)
-    batch = next(prefetch(iter(_engine_loader(parts, cfg, device)), device, channels_last, parts["batch_transform"]))
+    batch = next(_engine_batches(parts, cfg, device))
     times = []
     method.train()
     for _ in range(steps):
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with _autocast(cfg, device):
             loss = method(batch)["loss"]
         loss.backward()
         _clip(method, cfg)
@@ -178,8 +190,7 @@ def model_only(cfg: DictConfig, steps: int, device: torch.device) -> list[float]
 def input_only(cfg: DictConfig, steps: int, device: torch.device) -> list[float]:
     """Per-batch wall times of the engine's input pipeline alone (loader, workers, batch transform)."""
     parts = _components(cfg)
-    loader = _engine_loader(parts, cfg, device)
-    batches = prefetch(_cycle(loader), device, bool(cfg.train.channels_last), parts["batch_transform"])
+    batches = _engine_batches(parts, cfg, device)
     times = []
     for _ in range(steps):
         start = time.perf_counter()

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from ssl_platform import bench, pretrain
 from ssl_platform.cli import main
@@ -42,3 +43,22 @@ def test_the_plain_loop_makes_its_views_per_sample_in_the_workers():
     assert len(item["views"]) == 2 and item["views"][0].shape == (1, 8, 8)
     engine = bench._components(cfg)  # the recipe's own: views on the device
     assert engine["batch_transform"] is not None
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_the_plain_loop_computes_in_the_recipes_precision(monkeypatch, precision, dtype):
+    """A bf16 recipe's plain loop runs its forward under bf16 autocast, as the engine does, so the ratio
+    compares loops, not number formats."""
+    cfg = pretrain.load_recipe(DEBUG, ["data.batch_size=8", "data.num_workers=0", f"train.precision={precision}"])
+    seen = []
+    real = bench._components
+
+    def spy(*args, **kwargs):
+        parts = real(*args, **kwargs)
+        conv = next(m for m in parts["method"].modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        return parts
+
+    monkeypatch.setattr(bench, "_components", spy)
+    assert len(bench.plain_loop(cfg, steps=2, device=torch.device("cpu"))) == 2
+    assert seen == [dtype, dtype]

@@ -37,7 +37,7 @@ from ssl_platform.checkpoint.io import load_state_strict
 from ssl_platform.config import option
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
-from ssl_platform.engine.devices import prefetch, resolve_precision
+from ssl_platform.engine.devices import place_batch_transform, prefetch, resolve_precision
 from ssl_platform.engine.logging import RunLogger, log_step, run_monitor
 from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.preemption import (
@@ -143,7 +143,8 @@ def fit(
         out_dir: the run directory (see DESIGN.md for what it holds).
         batch_size: per process.
         batch_transform: the loader's batch (on the device) -> the method's batch, run on the device
-            before each step (`data.views_on: device`: the views made from uint8 pixels).
+            before each step (`data.views_on: device`: the views made from uint8 pixels); on a CPU with
+            workers, in the workers after collation (`devices.place_batch_transform`).
         recipe: the resolved recipe, written to config.yaml and compared on resume.
         monitor: optional `(method, epoch) -> {name: value}` run on every rank (rank 0 logs it) every
             `monitor_every_epochs`.
@@ -201,6 +202,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     order = "global" if state is None else state.get("sample_order", "strided")
+    collate_fn, batch_transform = place_batch_transform(collate_fn or collate, batch_transform, device, num_workers)
     loader, sampler = _train_loader(method, dataset, cfg, batch_size, num_workers, collate_fn, device, out_dir, order)
     micro_per_epoch = sampler.batches_per_epoch(batch_size)
     steps_per_epoch = micro_per_epoch // cfg.accum_steps
