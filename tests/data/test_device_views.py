@@ -398,3 +398,22 @@ def test_a_damaged_jpeg_decoded_on_the_device_is_named_with_what_to_do(photo_fol
     batch = stack_device_inputs([dataset[(i, i)] for i in range(len(dataset))])
     with pytest.raises(ValueError, match=r"image .*c1/1\.jpg cannot be decoded .*fix or remove the file"):
         batch_views(batch)
+
+
+def test_whole_images_at_their_stored_size_keep_exactly_their_pixels_up_to_flip_and_turn():
+    """No crop and no resize: the flips and turns are made by selection, exactly the matrix path's pixels."""
+    from ssl_platform.data.transforms import MultispectralAugment
+
+    workers, views = MultispectralAugment().for_device()
+    stacks = [band_stack(side=16, seed=s) for s in range(24)]
+    items = [workers.seeded(x, seed=s) for s, x in enumerate(stacks)]
+    params = torch.stack([item["view_params"] for item in items])
+    assert len({(int(p[0, dv.FLIP]), int(p[0, dv.ROTATE])) for p in params}) == 8  # every flip and turn
+    out = views(torch.stack([item["pixels"] for item in items]), params)["image"]
+    for i, x in enumerate(stacks):
+        p = params[i, 0]
+        assert torch.equal(out[i], torch.rot90(x.flip(-1) if p[dv.FLIP] else x, int(p[dv.ROTATE]), dims=(-2, -1)))
+    # what the selection stands for: the whole axis resampled to its own length is exactly the identity
+    for kernel in dv.KERNELS.values():
+        n = torch.tensor([16.0])
+        assert torch.equal(dv._resample_matrix(torch.zeros(1), n, n, 16, 16, kernel)[0], torch.eye(16))

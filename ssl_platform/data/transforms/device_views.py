@@ -178,20 +178,31 @@ class DeviceViews:
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float()
         c, size = x.shape[1], self.size or x.shape[-1]
         p = params.to(x.device, torch.float32).reshape(b * v, N_PARAMS)
-        rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], size, self.kernel)  # [BV, size, S]
-        cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], size, self.kernel)  # [BV, size, S']
-        flip_cols = p[:, FLIP] > 0
+        flip_cols, flip_rows = p[:, FLIP] > 0, torch.zeros_like(p[:, FLIP], dtype=torch.bool)
+        turns = p[:, ROTATE]
         if self.rotate:
-            # rot90 by k turns after the flip, folded into the resampling matrices (a flipped matrix gives
-            # exactly the flipped product): k=1 flips columns then transposes, k=2 flips rows and columns,
-            # k=3 flips rows then transposes. One select per view, not four rotations of the whole batch.
-            turns = p[:, ROTATE]
+            # rot90 by k turns after the flip is a flip then, for odd k, a transpose: k=1 flips columns then
+            # transposes, k=2 flips rows and columns, k=3 flips rows then transposes
             flip_cols = flip_cols ^ ((turns == 1) | (turns == 2))
-            rows = torch.where(((turns == 2) | (turns == 3))[:, None, None], rows.flip(-2), rows)
-        cols = torch.where(flip_cols[:, None, None], cols.flip(-2), cols)
-        # [B, 1, C, S, S'] -> [B, V, C, size, size]: every view of a sample reads the same pixels
-        out = rows.view(b, v, 1, size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, size, -1).transpose(-1, -2)
-        out = out.reshape(b * v, c, size, size).clamp_(0, 1)  # bicubic overshoots [0, 1]
+            flip_rows = (turns == 2) | (turns == 3)
+        if self.scale is None and x.shape[-2:] == (size, size):
+            # the whole image at its stored size: the resampling would be the identity (exactly: the filters
+            # weigh the pixel itself 1 and its neighbours 0), so only the flips are made, by selection
+            out = x.unsqueeze(1).expand(b, v, c, size, size).reshape(b * v, c, size, size)
+            out = torch.where(flip_cols[:, None, None, None], out.flip(-1), out).clamp_(0, 1)
+            if self.rotate:
+                out = torch.where(flip_rows[:, None, None, None], out.flip(-2), out)
+        else:
+            rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], size, self.kernel)  # [BV, size, S]
+            cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], size, self.kernel)  # [BV, size, S']
+            # the flips folded into the resampling matrices (a flipped matrix gives exactly the flipped
+            # product): one select per view, not a flip of the whole batch
+            if self.rotate:
+                rows = torch.where(flip_rows[:, None, None], rows.flip(-2), rows)
+            cols = torch.where(flip_cols[:, None, None], cols.flip(-2), cols)
+            # [B, 1, C, S, S'] -> [B, V, C, size, size]: every view of a sample reads the same pixels
+            out = rows.view(b, v, 1, size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, size, -1).transpose(-1, -2)
+            out = out.reshape(b * v, c, size, size).clamp_(0, 1)  # bicubic overshoots [0, 1]
         if self.rotate:
             # contiguous: the select keeps the transposed operand's strides, which the model would then read
             out = torch.where((turns % 2 == 1)[:, None, None, None], out.transpose(-1, -2), out).contiguous()
