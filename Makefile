@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEMO_RECIPE := recipes/simclr/resnet18_fmnist_5ep.yaml
-DEMO_RUN    := runs/simclr_resnet18_fmnist_5ep
+DEMO_RECIPE := recipes/simclr/resnet18_fmnist_6ep.yaml
+DEMO_RUN    := runs/simclr_resnet18_fmnist_6ep
 # the demo's architecture for `backbone=random`: a random init with live residual branches (the stronger baseline)
 DEMO_RANDOM := 'random_backbone.channels=[32,64,128,256]' random_backbone.stem_stride=2
 
