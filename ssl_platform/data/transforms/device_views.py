@@ -30,6 +30,7 @@ blur is three box blurs approximating a Gaussian (here the exact kernel).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -178,39 +179,45 @@ class DeviceViews:
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float()
         c, size = x.shape[1], self.size or x.shape[-1]
         p = params.to(x.device, torch.float32).reshape(b * v, N_PARAMS)
-        flip_cols, flip_rows = p[:, FLIP] > 0, torch.zeros_like(p[:, FLIP], dtype=torch.bool)
-        turns = p[:, ROTATE]
-        if self.rotate:
-            # rot90 by k turns after the flip is a flip then, for odd k, a transpose: k=1 flips columns then
-            # transposes, k=2 flips rows and columns, k=3 flips rows then transposes
-            flip_cols = flip_cols ^ ((turns == 1) | (turns == 2))
-            flip_rows = (turns == 2) | (turns == 3)
+        turns = p[:, ROTATE].long()
         if self.scale is None and x.shape[-2:] == (size, size):
             # the whole image at its stored size: the resampling would be the identity (exactly: the filters
-            # weigh the pixel itself 1 and its neighbours 0), so only the flips are made, by selection
-            out = x.unsqueeze(1).expand(b, v, c, size, size).reshape(b * v, c, size, size)
-            out = torch.where(flip_cols[:, None, None, None], out.flip(-1), out).clamp_(0, 1)
-            if self.rotate:
-                out = torch.where(flip_rows[:, None, None, None], out.flip(-2), out)
+            # weigh the pixel itself 1 and its neighbours 0), so each view is one of the image's 8 flips and
+            # turns, read in one gather (one pass over the pixels, no branch per transform)
+            which = (p[:, FLIP] > 0).long() * 4 + turns  # [BV]: flip, then `turns` right angles
+            index = _turn_table(size, x.device)[which].view(b, v, 1, size * size).expand(-1, -1, c, -1)
+            flat = x.flatten(-2).unsqueeze(1).expand(-1, v, -1, -1)  # [B, V, C, S*S], no copy
+            out = flat.gather(-1, index).view(b * v, c, size, size).clamp_(0, 1)
         else:
-            rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], size, self.kernel)  # [BV, size, S]
-            cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], size, self.kernel)  # [BV, size, S']
-            # the flips folded into the resampling matrices (a flipped matrix gives exactly the flipped
-            # product): one select per view, not a flip of the whole batch
-            if self.rotate:
-                rows = torch.where(flip_rows[:, None, None], rows.flip(-2), rows)
-            cols = torch.where(flip_cols[:, None, None], cols.flip(-2), cols)
-            # [B, 1, C, S, S'] -> [B, V, C, size, size]: every view of a sample reads the same pixels
-            out = rows.view(b, v, 1, size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, size, -1).transpose(-1, -2)
-            out = out.reshape(b * v, c, size, size).clamp_(0, 1)  # bicubic overshoots [0, 1]
-        if self.rotate:
-            # contiguous: the select keeps the transposed operand's strides, which the model would then read
-            out = torch.where((turns % 2 == 1)[:, None, None, None], out.transpose(-1, -2), out).contiguous()
+            out = self._resample(x, p, turns, b, v, size)
         out = self._colour(out, p)
         if self.mean is not None:
             out = (out - out.new_tensor(self.mean).view(1, -1, 1, 1)) / out.new_tensor(self.std).view(1, -1, 1, 1)
         out = out.view(b, v, c, size, size)
         return {"image": out[:, 0]} if self.key == "image" else {"views": list(out.unbind(1))}
+
+    def _resample(self, x: Tensor, p: Tensor, turns: Tensor, b: int, v: int, size: int) -> Tensor:
+        """Crop, resize, flip (and turn) every view with two batched matmuls. x: [B, C, S, S'] ->
+        [B*V, C, size, size]."""
+        c = x.shape[1]
+        rows = _resample_matrix(p[:, TOP], p[:, HEIGHT], p[:, SRC_H], x.shape[-2], size, self.kernel)  # [BV, size, S]
+        cols = _resample_matrix(p[:, LEFT], p[:, WIDTH], p[:, SRC_W], x.shape[-1], size, self.kernel)  # [BV, size, S']
+        # the flips folded into the resampling matrices (a flipped matrix gives exactly the flipped product):
+        # one select per view, not a flip of the whole batch
+        flip_cols = p[:, FLIP] > 0
+        if self.rotate:
+            # rot90 by k turns after the flip: k=1 flips columns then transposes, k=2 flips rows and
+            # columns, k=3 flips rows then transposes
+            flip_cols = flip_cols ^ ((turns == 1) | (turns == 2))
+            rows = torch.where(((turns == 2) | (turns == 3))[:, None, None], rows.flip(-2), rows)
+        cols = torch.where(flip_cols[:, None, None], cols.flip(-2), cols)
+        # [B, 1, C, S, S'] -> [B, V, C, size, size]: every view of a sample reads the same pixels
+        out = rows.view(b, v, 1, size, -1) @ x.unsqueeze(1) @ cols.view(b, v, 1, size, -1).transpose(-1, -2)
+        out = out.reshape(b * v, c, size, size).clamp_(0, 1)  # bicubic overshoots [0, 1]
+        if self.rotate:
+            # contiguous: the select keeps the transposed operand's strides, which the model would then read
+            out = torch.where((turns % 2 == 1)[:, None, None, None], out.transpose(-1, -2), out).contiguous()
+        return out
 
     def _colour(self, x: Tensor, p: Tensor) -> Tensor:
         """Jitter (each sample's own order), grayscale, blur, solarise. x: [N, C, H, W] in [0, 1]."""
@@ -233,6 +240,15 @@ class DeviceViews:
 
 def _largest_odd(n: int) -> int:
     return n if n % 2 else n - 1
+
+
+@functools.lru_cache(maxsize=8)
+def _turn_table(size: int, device: torch.device) -> Tensor:
+    """[8, size * size]: for row 4 * flip + k, the flat source pixel of each output pixel of
+    `rot90(flip(image) if flip else image, k)` (torch.rot90's direction, the worker path's)."""
+    base = torch.arange(size * size, device=device).view(size, size)
+    return torch.stack([torch.rot90(base.flip(-1) if flip else base, k, dims=(-2, -1)).reshape(-1)
+                        for flip in (False, True) for k in range(4)])
 
 
 def _triangle(x: Tensor) -> Tensor:
