@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ class RunLogger:
             earlier = sorted(self.tb_dir.glob("events.out.tfevents.*")) if self.tb_dir.is_dir() else []
             # purge_step hides the dropped rows' events in the earlier event files (all of them from
             # step 1 on when a run that died before its first checkpoint starts again)
+            _wait_past(earlier)
             self.tb = SummaryWriter(str(self.tb_dir), purge_step=self.resume_step + 1 if earlier else None)
             if self.recipe is not None and not any(_has_recipe(path) for path in earlier):
                 self._write_recipe()
@@ -194,3 +196,16 @@ def run_monitor(monitor: Callable[[nn.Module, int], dict[str, float]], method: n
         logger.log(step, {"epoch": epoch, **{f"monitor/{k}": v for k, v in metrics.items()}})
         print(f"[ssl_platform] epoch {epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()), flush=True)
     distributed.barrier()
+
+
+def _wait_past(earlier: list[Path]) -> None:
+    """Wait until the wall clock is past the second the newest of `earlier` event files was created in.
+
+    TensorBoard reads a directory's event files in name order; a name holds the second it was created
+    in, then a per-process counter compared as text ("10" sorts before "9"). A writer opened in the same
+    second as the newest earlier file (a resume within one process) could sort before it, and its purge
+    of the dropped rows would be read first and lost. Only then does this wait, for under a second.
+    """
+    seconds = [int(part) for part in (path.name.split(".")[3] for path in earlier) if part.isdigit()]
+    if seconds:
+        time.sleep(max(0.0, max(seconds) + 1 - time.time()))

@@ -131,6 +131,33 @@ def test_the_hparams_dashboard_shows_the_recipe_and_the_last_value_of_every_scal
     assert (last["train/loss"].step, last["train/loss"].value) == (3, 0.5)
 
 
+
+def test_a_resume_in_the_same_second_writes_an_event_file_that_sorts_after_the_earlier_one(tmp_path, monkeypatch):
+    """TensorBoard reads event files in name order, and the per-process counter in a name compares as
+    text: counters 9 then 10 in one second would put the resumed writer's file (and its purge) first."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.summary.writer import event_file_writer
+
+    class Counter:  # the writer's process-wide file counter, at the digit boundary
+        values = iter([9, 10])
+
+        def get(self):
+            return next(self.values)
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", Counter())
+    logger = RunLogger(tmp_path, recipe=RECIPE)
+    logger.log(1, {"train/loss": 2.0})
+    logger.log(2, {"train/loss": 0.9})
+    logger.close()
+    logger = RunLogger(tmp_path, resume_step=1, recipe=RECIPE)
+    logger.log(2, {"train/loss": 0.5})
+    logger.close()
+    files = sorted(path.name for path in (tmp_path / "tb").iterdir())
+    assert [name.rsplit(".", 1)[1] for name in files] == ["9", "10"]  # name order is creation order
+    read = EventAccumulator(str(tmp_path / "tb"))  # TensorBoard's reader, which applies the purge
+    read.Reload()
+    assert [(e.step, e.value) for e in read.Scalars("train/loss")] == [(1, 2.0), (2, 0.5)]
+
 # ---- monitor.loggers: checked on every rank; trackers get every row and are closed with the run's outcome
 
 
