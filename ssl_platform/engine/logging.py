@@ -204,8 +204,10 @@ def _wait_past(earlier: list[Path]) -> None:
     TensorBoard reads a directory's event files in name order; a name holds the second it was created
     in, then a per-process counter compared as text ("10" sorts before "9"). A writer opened in the same
     second as the newest earlier file (a resume within one process) could sort before it, and its purge
-    of the dropped rows would be read first and lost. Only then does this wait, for under a second.
+    of the dropped rows would be read first and lost. Only then does this wait, for under a second; a
+    name further in the future (a skewed clock, or a run directory made to stall us) is not waited for.
     """
     seconds = [int(part) for part in (path.name.split(".")[3] for path in earlier) if part.isdigit()]
-    if seconds:
-        time.sleep(max(0.0, max(seconds) + 1 - time.time()))
+    delay = max(seconds) + 1 - time.time() if seconds else 0.0
+    if 0 < delay <= 1:
+        time.sleep(delay)

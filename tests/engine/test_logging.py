@@ -158,6 +158,20 @@ def test_a_resume_in_the_same_second_writes_an_event_file_that_sorts_after_the_e
     read.Reload()
     assert [(e.step, e.value) for e in read.Scalars("train/loss")] == [(1, 2.0), (2, 0.5)]
 
+
+def test_an_event_file_named_far_in_the_future_does_not_stall_a_resume(tmp_path, monkeypatch):
+    """A run directory from elsewhere may hold any file name: one dated in the year 2286 is not waited for."""
+    from ssl_platform.engine import logging as run_logging
+
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "tb" / "events.out.tfevents.9999999999.host.1.0").write_bytes(b"")
+    waits = []
+    monkeypatch.setattr(run_logging.time, "sleep", waits.append)
+    logger = RunLogger(tmp_path, resume_step=1, recipe=RECIPE)
+    logger.log(2, {"train/loss": 0.5})
+    logger.close()
+    assert waits == []
+
 # ---- monitor.loggers: checked on every rank; trackers get every row and are closed with the run's outcome
 
 
