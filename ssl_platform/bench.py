@@ -36,7 +36,13 @@ from torch.utils.data import DataLoader
 from ssl_platform import config, pretrain
 from ssl_platform.data.collate import TransformedDataset, collate
 from ssl_platform.data.samplers import ResumableSampler
-from ssl_platform.engine.devices import place_batch_transform, prefetch, resolve_precision, to_device
+from ssl_platform.engine.devices import (
+    autocast,
+    place_batch_transform,
+    prefetch,
+    resolve_precision,
+    to_device,
+)
 from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.rng import seed_everything
 from ssl_platform.provenance import git_sha
@@ -136,8 +142,7 @@ def plain_loop(cfg: DictConfig, steps: int, device: torch.device) -> list[float]
 def _autocast(cfg: DictConfig, device: torch.device) -> torch.autocast:
     """The recipe's number format for the forward pass, as the engine applies it: every loop of the
     benchmark computes in the same precision, so no ratio credits bf16 to one side."""
-    amp = resolve_precision(cfg.train.precision, device)
-    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    return autocast(device, resolve_precision(cfg.train.precision, device))
 
 
 def _clip(method: torch.nn.Module, cfg: DictConfig) -> None:

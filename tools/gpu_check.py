@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from ssl_platform import bench, config, pretrain
+from ssl_platform.engine.devices import autocast
 from ssl_platform.provenance import git_sha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +62,8 @@ def step_flops(cfg, device: torch.device) -> float:
     parts = bench._components(cfg)
     method = parts["method"].to(device)
     batch = next(bench._engine_batches(parts, cfg, device))  # the engine's input: what the step reads
-    amp = torch.bfloat16 if device.type == "cuda" else None
     with FlopCounterMode(display=False) as counter:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with autocast(device, torch.bfloat16 if device.type == "cuda" else None):
             loss = method(batch)["loss"]
         loss.backward()
     return float(counter.get_total_flops())

@@ -25,6 +25,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16; got {precision!r}")
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The forward pass's number format: autocast to `dtype` (`resolve_precision`'s), or off for fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
     """Move every tensor in a nested batch (dicts, lists) to `device`."""
     if isinstance(batch, torch.Tensor):

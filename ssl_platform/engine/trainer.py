@@ -37,7 +37,7 @@ from ssl_platform.checkpoint.io import load_state_strict
 from ssl_platform.config import option
 from ssl_platform.data.collate import collate
 from ssl_platform.data.samplers import ResumableSampler
-from ssl_platform.engine.devices import place_batch_transform, prefetch, resolve_precision
+from ssl_platform.engine.devices import autocast, place_batch_transform, prefetch, resolve_precision
 from ssl_platform.engine.logging import RunLogger, log_step, run_monitor
 from ssl_platform.engine.optim import scale_lr
 from ssl_platform.engine.preemption import (
@@ -95,13 +95,13 @@ class TrainConfig:
 
 
 def _train_loader(method: nn.Module, dataset: Dataset, cfg: TrainConfig, batch_size: int, num_workers: int,
-                  collate_fn: Callable | None, device: torch.device, out_dir: Path,
+                  collate_fn: Callable, device: torch.device, out_dir: Path,
                   sample_order: str = "global") -> tuple[DataLoader, Any]:
     """The training loader and its sampler (`set_epoch`, `set_start`, `batches_per_epoch`): the method's
     `make_batch_sampler` (when it decides what a batch holds), or when it gives None `ResumableSampler`'s shuffle
     (`sample_order` "strided": the order of runs written before the global order, see run_dir.SAMPLE_ORDERS)."""
     common = {
-        "num_workers": num_workers, "collate_fn": collate_fn or collate, "pin_memory": device.type == "cuda",
+        "num_workers": num_workers, "collate_fn": collate_fn, "pin_memory": device.type == "cuda",
         # workers' own seeds are irrelevant (each draw carries its seed); a private generator keeps
         # the DataLoader from consuming the training RNG when it starts an epoch
         "generator": torch.Generator().manual_seed(cfg.seed),
@@ -298,7 +298,7 @@ def _train(method: nn.Module, dataset: Dataset, make_optimizer: Callable, cfg: T
                     progress.update(step + 1)
                     sync = contextlib.nullcontext() if last_micro or world == 1 else model.no_sync()
                     with sync:
-                        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        with autocast(device, amp_dtype):
                             out = model(batch)
                         loss = out["loss"]
                         save_due = save_s is not None and distributed.is_main() and _clock() - last_save >= save_s
